@@ -1,0 +1,320 @@
+"""Fetch a repository's issues, pull requests, labels and issue templates from GitHub.
+
+Incremental: the first run takes everything, later runs ask for what changed since the cursor.
+Issues are requested sorted by ``updated`` ascending and stored page by page; the cursor moves
+only past what is committed, so an interrupted fetch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import requests
+from github import Github, GithubException
+from github.Repository import Repository as GhRepository
+
+from training.github_client import GitHubAuthError, GitHubClients
+from training.issue_templates import TEMPLATE_DIR, template_labels
+from training.jsonl_import import import_jsonl
+from training.logs import configure_logging
+from training.progress import Progress
+from training.records import IssueRecord, LabelRecord, RecordError, parse_issue
+from training.settings import Settings, SettingsError, load_settings
+from training.store import Store, StoreUnavailable
+from training.store.upserts import (
+    Counts,
+    LabelCatalogue,
+    cursor_of,
+    ensure_repository,
+    get_repository,
+    now,
+    replace_template_sources,
+    upsert_issue,
+)
+
+log = logging.getLogger(__name__)
+
+
+class FetchError(Exception):
+    """A fetch that stopped early; what was stored before stays stored, the next run resumes."""
+
+
+class UnknownRepository(FetchError):
+    """GitHub does not know the repository, or the credentials cannot see it."""
+
+
+@dataclass
+class FetchReport:
+    repo: str
+    counts: Counts = field(default_factory=Counts)
+    labels: int = 0
+    template_labels: dict[str, list[str]] = field(default_factory=dict)
+    since: datetime | None = None
+    cursor: datetime | None = None
+
+
+class RateLimitGuard:
+    """Waits for the reset when a response says no requests remain (before GitHub refuses)."""
+
+    def __init__(
+        self, github: Github, max_wait: float, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.github = github
+        self.max_wait = max_wait
+        self.sleep = sleep
+
+    def check(self) -> None:
+        remaining, _limit = self.github.rate_limiting
+        if remaining > 0:
+            return
+        wait = self.github.rate_limiting_resettime - time.time() + 1
+        if wait <= 0:
+            return
+        if wait > self.max_wait:
+            raise FetchError(
+                f"GitHub rate limit exhausted for {wait:.0f}s, longer than "
+                f"ISSUE_LABELER_GITHUB_MAX_RATE_LIMIT_WAIT={self.max_wait:.0f}; run again later"
+            )
+        log.info("rate limit exhausted: waiting %.1fs for the reset", wait)
+        self.sleep(wait)
+
+
+def _read_templates(gh_repo: GhRepository) -> dict[str, list[str]]:
+    """Labels per issue template file; a repository without templates has none."""
+    try:
+        entries = gh_repo.get_contents(TEMPLATE_DIR)
+    except GithubException as exc:
+        if exc.status == 404:
+            return {}
+        raise
+    if not isinstance(entries, list):
+        entries = [entries]
+    found: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.type != "file":
+            continue
+        text = entry.decoded_content.decode("utf-8", errors="replace")
+        found[entry.path] = template_labels(entry.path, text)
+    return found
+
+
+def _label_record(raw: dict) -> LabelRecord:
+    return LabelRecord(
+        name=raw["name"],
+        node_id=raw.get("node_id"),
+        github_id=raw.get("id"),
+        color=raw.get("color"),
+        description=raw.get("description"),
+    )
+
+
+def fetch_repository(
+    store: Store,
+    github: Github,
+    full_name: str,
+    *,
+    settings: Settings,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FetchReport:
+    """Bring the store up to date with one repository."""
+    report = FetchReport(repo=full_name)
+    try:
+        gh_repo = github.get_repo(full_name)
+    except GithubException as exc:
+        if exc.status in (401, 403, 404):
+            raise UnknownRepository(
+                f"{full_name}: GitHub answered {exc.status} — check the name and that the "
+                "token or App installation can read it"
+            ) from None
+        raise FetchError(f"{full_name}: GitHub answered {exc.status}: {exc.data}") from None
+
+    with store.session() as session:
+        repository = ensure_repository(
+            session, full_name, github_id=gh_repo.id, node_id=gh_repo.node_id
+        )
+        cursor = cursor_of(session, repository)
+        cursor.last_started_at = now()
+        report.since = cursor.since
+
+    try:
+        _fetch_labels_and_templates(store, gh_repo, full_name, report)
+        _fetch_issues(store, github, gh_repo, full_name, report, settings=settings, sleep=sleep)
+    except (GithubException, requests.RequestException) as exc:
+        detail = f"GitHub answered {exc.status}" if isinstance(exc, GithubException) else str(exc)
+        message = f"{full_name}: fetch stopped ({detail}); stored so far: {report.counts.summary()}"
+        _record_error(store, full_name, message)
+        raise FetchError(message + "; run again to resume") from None
+    except FetchError as exc:
+        _record_error(store, full_name, str(exc))
+        raise
+
+    with store.session() as session:
+        repository = get_repository(session, full_name)
+        assert repository is not None
+        cursor = cursor_of(session, repository)
+        cursor.last_completed_at = now()
+        cursor.last_error = None
+        report.cursor = cursor.since
+    return report
+
+
+def _record_error(store: Store, full_name: str, message: str) -> None:
+    with store.session() as session:
+        repository = get_repository(session, full_name)
+        if repository is not None:
+            cursor_of(session, repository).last_error = message
+
+
+def _fetch_labels_and_templates(
+    store: Store, gh_repo: GhRepository, full_name: str, report: FetchReport
+) -> None:
+    labels = [_label_record(label.raw_data) for label in gh_repo.get_labels()]
+    templates = _read_templates(gh_repo)
+    with store.session() as session:
+        repository = get_repository(session, full_name)
+        assert repository is not None
+        LabelCatalogue(session, repository).replace_all(labels)
+        replace_template_sources(session, repository, templates, prefix=TEMPLATE_DIR + "/")
+    report.labels = len(labels)
+    report.template_labels = templates
+    log.info(
+        "%s: %d labels; issue templates apply %s",
+        full_name,
+        len(labels),
+        sorted({name for names in templates.values() for name in names}) or "none",
+    )
+
+
+def _fetch_issues(
+    store: Store,
+    github: Github,
+    gh_repo: GhRepository,
+    full_name: str,
+    report: FetchReport,
+    *,
+    settings: Settings,
+    sleep: Callable[[float], None],
+) -> None:
+    guard = RateLimitGuard(github, settings.github_max_rate_limit_wait, sleep)
+    query: dict[str, object] = {"state": "all", "sort": "updated", "direction": "asc"}
+    if report.since is not None:
+        query["since"] = report.since
+    batch: list[IssueRecord] = []
+
+    def store_batch() -> None:
+        with store.session() as session:
+            repository = get_repository(session, full_name)
+            assert repository is not None
+            catalogue = LabelCatalogue(session, repository)
+            for record in batch:
+                report.counts.add(upsert_issue(session, catalogue, record, source="fetch"))
+            stamps = [record.updated_at for record in batch if record.updated_at]
+            cursor = cursor_of(session, repository)
+            if stamps and (cursor.since is None or max(stamps) > cursor.since):
+                cursor.since = max(stamps)
+        batch.clear()
+
+    with Progress(f"{full_name} issues", log=log) as progress:
+        for item in gh_repo.get_issues(**query):  # type: ignore[arg-type]
+            try:
+                batch.append(parse_issue(item.raw_data, full_name))
+            except RecordError as exc:
+                # Skipping would let the cursor pass it by for ever: stop and say which.
+                raise FetchError(f"{full_name}#{item.number}: unreadable issue: {exc}") from None
+            progress.update()
+            if len(batch) >= settings.github_per_page:
+                store_batch()
+            guard.check()
+        if batch:
+            store_batch()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.fetch``: fetch from GitHub, or import JSONL exports."""
+    parser = argparse.ArgumentParser(prog="python -m training.fetch", description=__doc__)
+    parser.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME",
+                        help="repository to fetch (repeatable); with --from-jsonl, keep only these")
+    parser.add_argument("--from-jsonl", action="append", default=[], type=Path, metavar="PATH",
+                        help="import a JSON Lines file instead of calling GitHub (repeatable)")
+    args = parser.parse_args(argv)
+    if not args.repo and not args.from_jsonl:
+        parser.error("give --repo OWNER/NAME to fetch from GitHub, or --from-jsonl PATH")
+    for name in args.repo:
+        if name.count("/") != 1 or not all(name.split("/")):
+            parser.error(f"--repo {name!r}: expected OWNER/NAME")
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - logging is not set up yet
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        store = Store(settings.database_url)
+    except StoreUnavailable as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        if args.from_jsonl:
+            return _import_files(store, args.from_jsonl, set(args.repo), settings)
+        return _fetch_repos(store, args.repo, settings)
+    finally:
+        store.close()
+
+
+def _import_files(store: Store, paths: list[Path], repos: set[str], settings: Settings) -> int:
+    total = Counts()
+    for path in paths:
+        try:
+            report = import_jsonl(
+                store, path, repos=repos or None, template_labels=settings.template_labels
+            )
+        except (FileNotFoundError, UnicodeDecodeError) as exc:
+            log.error("%s: %s", path, exc)
+            return 1
+        if report.malformed_lines:
+            lines = ", ".join(str(n) for n in report.malformed_lines[:20])
+            log.warning("%s: %d malformed lines skipped (line %s)",
+                        path, len(report.malformed_lines), lines)
+        total.merge(report.counts)
+    log.info("imported issues: %s", total.summary())
+    return 0
+
+
+def _fetch_repos(store: Store, repos: list[str], settings: Settings) -> int:
+    try:
+        clients = GitHubClients(settings)
+    except GitHubAuthError as exc:
+        log.error("%s", exc)
+        return 2
+    total = Counts()
+    failed = []
+    try:
+        for full_name in repos:
+            try:
+                report = fetch_repository(
+                    store, clients.for_repository(full_name), full_name, settings=settings
+                )
+            except (FetchError, GitHubAuthError) as exc:
+                log.error("%s", exc)
+                failed.append(full_name)
+                continue
+            log.info("%s: %s (%d labels; cursor now %s)", full_name, report.counts.summary(),
+                     report.labels, report.cursor.isoformat() if report.cursor else "unset")
+            total.merge(report.counts)
+    finally:
+        clients.close()
+    log.info("fetched issues: %s%s", total.summary(),
+             f"; failed: {', '.join(failed)}" if failed else "")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The one settings object, read from ``ISSUE_LABELER_*`` environment variables and ``.env``.
+
+Settings are built once at start-up by the entry point (``load_settings``) and handed down
+explicitly; nothing reads the environment from deep inside the code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+DEFAULT_EXCLUDED_LABELS: tuple[str, ...] = (
+    # Workflow labels say where an issue is in triage, not what it is about.
+    "needs *",
+    "needs-*",
+    "help wanted",
+    "good first issue",
+    "good first pr*",
+    "duplicate",
+    "invalid",
+    "wontfix",
+    "won't fix",
+    "stale",
+    "spam",
+    "triage*",
+)
+
+
+class SettingsError(Exception):
+    """Settings that cannot work; the message names each problem and its fix."""
+
+
+def _split_list(value: object) -> object:
+    """Accept a comma-separated string as well as a JSON list from the environment."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure; see README.md for the reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ISSUE_LABELER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    database_url: str = Field(
+        default="sqlite:///var/issue-labeler.db",
+        description="SQLAlchemy URL of the store (SQLite file or postgresql+psycopg://...).",
+    )
+    github_api_url: str = Field(
+        default="https://api.github.com",
+        description="GitHub REST API base URL (GitHub Enterprise: https://HOST/api/v3).",
+    )
+    github_token: SecretStr | None = Field(
+        default=None, description="Personal access or fine-grained token, used when no App is set."
+    )
+    github_app_id: int | None = Field(default=None, description="GitHub App id.")
+    github_private_key_path: Path | None = Field(
+        default=None, description="Path to the GitHub App's private key (PEM)."
+    )
+    github_private_key: SecretStr | None = Field(
+        default=None, description="The GitHub App's private key itself (PEM text)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Secret GitHub signs webhook deliveries with."
+    )
+    registry_dir: Path = Field(default=Path("var/models"), description="Model bundle registry.")
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token protecting /predict and /admin endpoints."
+    )
+
+    github_per_page: int = Field(default=100, ge=1, le=100, description="Items per API page.")
+    github_max_retries: int = Field(
+        default=8, ge=0, description="Retries of a GitHub request (5xx, connection, rate limit)."
+    )
+    github_backoff_factor: float = Field(
+        default=1.0, ge=0, description="Exponential backoff factor in seconds between retries."
+    )
+    github_secondary_rate_wait: float = Field(
+        default=60.0, ge=0, description="Seconds to wait on a secondary rate limit without Retry-After."
+    )
+    github_max_rate_limit_wait: float = Field(
+        default=3600.0, ge=0, description="Longest wait for a rate-limit reset before giving up."
+    )
+    github_timeout: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
+
+    min_label_examples: int = Field(
+        default=10, ge=1, description="A label is learned only with at least this many examples."
+    )
+    exclude_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_EXCLUDED_LABELS),
+        description="Labels never learned (case-insensitive glob patterns, comma-separated).",
+    )
+    label_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description='Old label name -> current name, as JSON: {"enhancement": "New Feature"}.',
+    )
+    template_labels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Labels the issue forms apply, per repository, for JSONL imports (JSON object).",
+    )
+    exclude_template_labels: bool = Field(
+        default=True, description="Leave labels applied by issue forms out of what is learned."
+    )
+    split_fractions: tuple[float, float, float] = Field(
+        default=(0.7, 0.1, 0.2), description="Train, validation and test fractions."
+    )
+    seed: int = Field(default=42, description="Seed for splits and training.")
+
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @field_validator("exclude_labels", mode="before")
+    @classmethod
+    def _parse_exclude(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except Exception as exc:  # sqlalchemy raises ArgumentError with a terse text
+            raise ValueError(
+                f"not a database URL ({exc}); use e.g. sqlite:///var/issue-labeler.db "
+                "or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+            ) from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError("only sqlite:// and postgresql+psycopg:// URLs are supported")
+        return value
+
+    @field_validator("github_api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (e.g. https://api.github.com)")
+        return value.rstrip("/")
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _check_fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in value) or abs(sum(value) - 1.0) > 1e-6 or value[0] <= 0:
+            raise ValueError("three non-negative fractions summing to 1 with train > 0, e.g. [0.7, 0.1, 0.2]")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _check_app_credentials(self) -> Settings:
+        has_key = self.github_private_key is not None or self.github_private_key_path is not None
+        if self.github_private_key_path is not None and not self.github_private_key_path.is_file():
+            raise ValueError(
+                f"ISSUE_LABELER_GITHUB_PRIVATE_KEY_PATH={self.github_private_key_path} is not a "
+                "readable file; point it at the App's .pem key downloaded from GitHub"
+            )
+        if self.github_app_id is not None and not has_key:
+            raise ValueError(
+                "ISSUE_LABELER_GITHUB_APP_ID is set but no private key: set "
+                "ISSUE_LABELER_GITHUB_PRIVATE_KEY_PATH (or ISSUE_LABELER_GITHUB_PRIVATE_KEY)"
+            )
+        if has_key and self.github_app_id is None:
+            raise ValueError(
+                "a GitHub App private key is set but ISSUE_LABELER_GITHUB_APP_ID is not; "
+                "set it to the App id shown on the App's settings page"
+            )
+        return self
+
+    def private_key_pem(self) -> str | None:
+        """The App's private key text, from the setting or the file it names."""
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value()
+        if self.github_private_key_path is not None:
+            return self.github_private_key_path.read_text()
+        return None
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "settings"
+        env = f"ISSUE_LABELER_{field.upper()}" if item["loc"] else "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {env}: {message}")
+    return "invalid settings:\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build and validate settings, turning validation errors into one readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None

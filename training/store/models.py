@@ -1,0 +1,181 @@
+"""Tables of the store: the one data layer that training and the bot share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    full_name: Mapped[str] = mapped_column(String(200), unique=True)
+    github_id: Mapped[int | None] = mapped_column(BigInteger)
+    node_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    issues: Mapped[list[Issue]] = relationship(back_populates="repository")
+
+
+class Label(Base):
+    """The repository's label catalogue; node_id recognises a renamed label as the same one."""
+
+    __tablename__ = "labels"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "node_id", name="uq_labels_repository_node"),
+        Index("ix_labels_repository_name", "repository_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    node_id: Mapped[str | None] = mapped_column(String(100))
+    github_id: Mapped[int | None] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    color: Mapped[str | None] = mapped_column(String(12))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Issue(Base):
+    """An issue or pull request; ``key`` is ``#number``, or a content hash where numbers are unknown."""
+
+    __tablename__ = "issues"
+    __table_args__ = (UniqueConstraint("repository_id", "key", name="uq_issues_repository_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(80))
+    number: Mapped[int | None] = mapped_column(Integer)
+    node_id: Mapped[str | None] = mapped_column(String(100))
+    github_id: Mapped[int | None] = mapped_column(BigInteger)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(String(20))
+    is_pull_request: Mapped[bool] = mapped_column(Boolean, default=False)
+    author_login: Mapped[str | None] = mapped_column(String(200))
+    author_association: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(20))
+    first_stored_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    repository: Mapped[Repository] = relationship(back_populates="issues")
+    labels: Mapped[list[IssueLabel]] = relationship(
+        back_populates="issue", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class IssueLabel(Base):
+    """A label currently on an issue."""
+
+    __tablename__ = "issue_labels"
+
+    issue_id: Mapped[int] = mapped_column(
+        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
+    )
+    label_id: Mapped[int] = mapped_column(
+        ForeignKey("labels.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+    issue: Mapped[Issue] = relationship(back_populates="labels")
+    label: Mapped[Label] = relationship(lazy="joined")
+
+
+class LabelEvent(Base):
+    """A label put on or taken off an issue, as seen by a sync or reported by a webhook."""
+
+    __tablename__ = "label_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), index=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("labels.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(20))  # labeled | unlabeled
+    source: Mapped[str] = mapped_column(String(20))  # import | fetch | webhook
+    actor_login: Mapped[str | None] = mapped_column(String(200))
+    actor_type: Mapped[str | None] = mapped_column(String(20))  # User | Bot
+    delivery_id: Mapped[str | None] = mapped_column(String(100))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TemplateLabel(Base):
+    """A label that one of the repository's issue forms applies by itself at creation."""
+
+    __tablename__ = "template_labels"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "source", "name", name="uq_template_labels"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(300))  # template path, or "config"
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FetchCursor(Base):
+    """How far a repository's issues have been stored: everything updated before ``since``."""
+
+    __tablename__ = "fetch_cursors"
+
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SplitAssignment(Base):
+    """The split an issue was put in; kept so that every refresh is tested on the same issues."""
+
+    __tablename__ = "split_assignments"
+
+    issue_id: Mapped[int] = mapped_column(
+        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
+    )
+    split: Mapped[str] = mapped_column(String(20))  # train | validation | test
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    meta: Mapped[dict | None] = mapped_column(JSON)

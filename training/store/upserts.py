@@ -1,0 +1,257 @@
+"""Idempotent writes: storing the same thing twice changes nothing, an edit updates in place."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from training.records import IssueRecord, LabelRecord
+from training.store.models import (
+    FetchCursor,
+    Issue,
+    IssueLabel,
+    Label,
+    LabelEvent,
+    Repository,
+    TemplateLabel,
+)
+
+
+class Outcome(enum.StrEnum):
+    NEW = "new"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def get_repository(session: Session, full_name: str) -> Repository | None:
+    return session.scalar(select(Repository).where(Repository.full_name == full_name))
+
+
+def ensure_repository(
+    session: Session, full_name: str, *, github_id: int | None = None, node_id: str | None = None
+) -> Repository:
+    """The repository row, created on first sight; ids are filled in when GitHub tells them."""
+    repo = get_repository(session, full_name)
+    if repo is None:
+        repo = Repository(full_name=full_name, created_at=now())
+        session.add(repo)
+    if github_id is not None:
+        repo.github_id = github_id
+    if node_id is not None:
+        repo.node_id = node_id
+    session.flush()
+    return repo
+
+
+class LabelCatalogue:
+    """The repository's labels, resolved by node id first (renames) and by name otherwise."""
+
+    def __init__(self, session: Session, repository: Repository) -> None:
+        self.session = session
+        self.repository = repository
+        rows = session.scalars(select(Label).where(Label.repository_id == repository.id)).all()
+        self._by_node = {row.node_id: row for row in rows if row.node_id}
+        self._by_name = {row.name: row for row in rows if row.deleted_at is None}
+
+    def resolve(self, record: LabelRecord) -> Label:
+        """The catalogue row for a label seen on an issue or in a listing, updated from it."""
+        row = self._by_node.get(record.node_id) if record.node_id else None
+        if row is None:
+            row = self._by_name.get(record.name)
+            if row is not None and row.node_id and record.node_id and row.node_id != record.node_id:
+                # Same name, another node: the old label was deleted and a new one created.
+                self._mark_deleted(row)
+                row = None
+        if row is None:
+            row = Label(repository_id=self.repository.id, name=record.name, updated_at=now())
+            self.session.add(row)
+        changed = False
+        if row.name != record.name:
+            self._by_name.pop(row.name, None)
+            row.name = record.name
+            changed = True
+        for attr in ("node_id", "github_id", "color", "description"):
+            value = getattr(record, attr)
+            if value is not None and getattr(row, attr) != value:
+                setattr(row, attr, value)
+                changed = True
+        if row.deleted_at is not None:
+            row.deleted_at = None
+            changed = True
+        if changed:
+            row.updated_at = now()
+        self._by_name[row.name] = row
+        if row.node_id:
+            self._by_node[row.node_id] = row
+        self.session.flush()
+        return row
+
+    def delete(self, record: LabelRecord) -> None:
+        row = self._by_node.get(record.node_id) if record.node_id else None
+        row = row or self._by_name.get(record.name)
+        if row is not None:
+            self._mark_deleted(row)
+
+    def _mark_deleted(self, row: Label) -> None:
+        if row.deleted_at is None:
+            row.deleted_at = now()
+            row.updated_at = row.deleted_at
+        self._by_name.pop(row.name, None)
+
+    def replace_all(self, records: Iterable[LabelRecord]) -> None:
+        """Apply a complete listing: labels absent from it are known to be gone."""
+        seen = {self.resolve(record).id for record in records}
+        for row in list(self._by_name.values()):
+            if row.id not in seen:
+                self._mark_deleted(row)
+        self.session.flush()
+
+
+def upsert_issue(
+    session: Session,
+    catalogue: LabelCatalogue,
+    record: IssueRecord,
+    *,
+    source: str,
+) -> Outcome:
+    """Store one issue and its current labels; label changes are kept as label events."""
+    repository = catalogue.repository
+    content_hash = record.content_hash()
+    issue = session.scalar(
+        select(Issue).where(Issue.repository_id == repository.id, Issue.key == record.key)
+    )
+    if issue is not None:
+        if issue.content_hash == content_hash:
+            return Outcome.UNCHANGED
+        if (
+            issue.updated_at is not None
+            and record.updated_at is not None
+            and record.updated_at < issue.updated_at
+        ):
+            return Outcome.UNCHANGED  # an older copy of what is stored: keep the newer one
+    outcome = Outcome.NEW if issue is None else Outcome.UPDATED
+    stamp = now()
+    if issue is None:
+        issue = Issue(repository_id=repository.id, key=record.key, first_stored_at=stamp)
+        session.add(issue)
+    issue.number = record.number
+    issue.node_id = record.node_id or issue.node_id
+    issue.github_id = record.github_id or issue.github_id
+    issue.title = record.title
+    issue.body = record.body
+    issue.state = record.state
+    issue.is_pull_request = record.is_pull_request
+    issue.author_login = record.author_login
+    issue.author_association = record.author_association
+    issue.created_at = record.created_at
+    issue.updated_at = record.updated_at
+    issue.closed_at = record.closed_at
+    issue.content_hash = content_hash
+    issue.source = source
+    issue.last_changed_at = stamp
+    session.flush()
+
+    wanted = {catalogue.resolve(label).id: label for label in record.labels}
+    current = {link.label_id: link for link in issue.labels}
+    occurred = record.updated_at or stamp
+    for label_id in wanted.keys() - current.keys():
+        issue.labels.append(IssueLabel(label_id=label_id))
+        session.add(
+            LabelEvent(
+                issue_id=issue.id,
+                label_id=label_id,
+                action="labeled",
+                source=source,
+                occurred_at=occurred,
+            )
+        )
+    for label_id in current.keys() - wanted.keys():
+        issue.labels.remove(current[label_id])
+        session.add(
+            LabelEvent(
+                issue_id=issue.id,
+                label_id=label_id,
+                action="unlabeled",
+                source=source,
+                occurred_at=occurred,
+            )
+        )
+    session.flush()
+    return outcome
+
+
+def set_template_labels(
+    session: Session, repository: Repository, by_source: dict[str, list[str]]
+) -> None:
+    """Record which labels each issue form applies; sources not given are left as they were."""
+    for source, names in by_source.items():
+        existing = {
+            row.name: row
+            for row in session.scalars(
+                select(TemplateLabel).where(
+                    TemplateLabel.repository_id == repository.id, TemplateLabel.source == source
+                )
+            )
+        }
+        for name in set(names) - existing.keys():
+            session.add(
+                TemplateLabel(repository_id=repository.id, name=name, source=source, updated_at=now())
+            )
+        for name in existing.keys() - set(names):
+            session.delete(existing[name])
+    session.flush()
+
+
+def replace_template_sources(
+    session: Session, repository: Repository, by_source: dict[str, list[str]], *, prefix: str
+) -> None:
+    """Replace every source under ``prefix`` (e.g. the template folder) with a fresh reading."""
+    stale = session.scalars(
+        select(TemplateLabel).where(
+            TemplateLabel.repository_id == repository.id, TemplateLabel.source.startswith(prefix)
+        )
+    ).all()
+    for row in stale:
+        if row.source not in by_source:
+            session.delete(row)
+    set_template_labels(session, repository, by_source)
+
+
+def cursor_of(session: Session, repository: Repository) -> FetchCursor:
+    cursor = session.get(FetchCursor, repository.id)
+    if cursor is None:
+        cursor = FetchCursor(repository_id=repository.id)
+        session.add(cursor)
+        session.flush()
+    return cursor
+
+
+class Counts:
+    """How many issues a sync stored as new, updated or unchanged, and what it had to skip."""
+
+    def __init__(self) -> None:
+        self.by_outcome: dict[Outcome, int] = {outcome: 0 for outcome in Outcome}
+        self.skipped = 0
+
+    def add(self, outcome: Outcome) -> None:
+        self.by_outcome[outcome] += 1
+
+    def merge(self, other: Counts) -> None:
+        for outcome, n in other.by_outcome.items():
+            self.by_outcome[outcome] += n
+        self.skipped += other.skipped
+
+    def __getitem__(self, outcome: Outcome) -> int:
+        return self.by_outcome[outcome]
+
+    def summary(self) -> str:
+        text = ", ".join(f"{n} {outcome.value}" for outcome, n in self.by_outcome.items())
+        return text + (f", {self.skipped} skipped" if self.skipped else "")
