@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 from github import Github, GithubException
+from github.GithubObject import GithubObject
 from github.Repository import Repository as GhRepository
 
 from training.github_client import GitHubAuthError, GitHubClients
@@ -105,7 +107,16 @@ def _read_templates(gh_repo: GhRepository) -> dict[str, list[str]]:
     return found
 
 
-def _label_record(raw: dict) -> LabelRecord:
+def listing_payload(item: GithubObject) -> dict[str, Any]:
+    """The JSON an item arrived with in a listing.
+
+    PyGithub's public ``raw_data`` first "completes" a listed object with one more request per
+    item, which would turn a 100-item page into 101 requests; the listing already holds it all.
+    """
+    return item._rawData  # noqa: SLF001
+
+
+def _label_record(raw: dict[str, Any]) -> LabelRecord:
     return LabelRecord(
         name=raw["name"],
         node_id=raw.get("node_id"),
@@ -175,7 +186,7 @@ def _record_error(store: Store, full_name: str, message: str) -> None:
 def _fetch_labels_and_templates(
     store: Store, gh_repo: GhRepository, full_name: str, report: FetchReport
 ) -> None:
-    labels = [_label_record(label.raw_data) for label in gh_repo.get_labels()]
+    labels = [_label_record(listing_payload(label)) for label in gh_repo.get_labels()]
     templates = _read_templates(gh_repo)
     with store.session() as session:
         repository = get_repository(session, full_name)
@@ -224,7 +235,7 @@ def _fetch_issues(
     with Progress(f"{full_name} issues", log=log) as progress:
         for item in gh_repo.get_issues(**query):  # type: ignore[arg-type]
             try:
-                batch.append(parse_issue(item.raw_data, full_name))
+                batch.append(parse_issue(listing_payload(item), full_name))
             except RecordError as exc:
                 # Skipping would let the cursor pass it by for ever: stop and say which.
                 raise FetchError(f"{full_name}#{item.number}: unreadable issue: {exc}") from None

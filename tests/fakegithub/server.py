@@ -1,0 +1,510 @@
+"""A small GitHub REST server on 127.0.0.1 for the tests: real HTTP, real-shaped payloads.
+
+It keeps repositories, issues, labels, file contents and App installations in memory, paginates
+with ``Link`` headers, counts a primary rate limit with ``X-RateLimit-*`` headers, and can be told
+to answer faults (secondary rate limits, 5xx, slow responses) for matching requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
+
+Json = dict[str, Any]
+
+
+@dataclass
+class Fault:
+    """An answer to give instead of the real one, to requests whose path matches ``path``."""
+
+    path: str
+    status: int = 502
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Json | None = None
+    times: int = 1
+    delay: float = 0.0
+    skip: int = 0
+    method: str = "GET"
+    query: str | None = None
+    hits: int = 0
+
+    def matches(self, method: str, path: str, query: str) -> bool:
+        if method != self.method or not re.fullmatch(self.path, path):
+            return False
+        return self.query is None or re.search(self.query, query) is not None
+
+
+def secondary_rate_limit(path: str, retry_after: int = 1, **kw: Any) -> Fault:
+    """GitHub's answer to too many requests at once: 403 with Retry-After."""
+    return Fault(
+        path=path,
+        status=403,
+        headers={"Retry-After": str(retry_after)},
+        body={
+            "message": "You have exceeded a secondary rate limit. Please wait a few minutes "
+            "before you try again.",
+            "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+        },
+        **kw,
+    )
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    status: int = 0
+
+
+@dataclass
+class FakeRepo:
+    full_name: str
+    id: int
+    node_id: str
+    installation_id: int | None = None
+    issues: dict[int, Json] = field(default_factory=dict)
+    labels: dict[str, Json] = field(default_factory=dict)
+    contents: dict[str, str] = field(default_factory=dict)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeGitHub:
+    def __init__(self, *, app_id: int | None = None, app_public_key: str | None = None) -> None:
+        self.repos: dict[str, FakeRepo] = {}
+        self.faults: list[Fault] = []
+        self.requests: list[RecordedRequest] = []
+        self.tokens: set[str] = {"test-token"}
+        self.app_id = app_id
+        self.app_public_key = app_public_key
+        self.rate_limit = 5000
+        self.rate_window = 3600.0
+        self._rate_used = 0
+        self._rate_reset = time.time() + self.rate_window
+        self._lock = threading.RLock()
+        self._ids = iter(range(1000, 10**9))
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> FakeGitHub:
+        fake = self
+
+        class Handler(_Handler):
+            github = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> FakeGitHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() the fake first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- state -------------------------------------------------------------------------------
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def add_repo(self, full_name: str, *, installation_id: int | None = None) -> FakeRepo:
+        repo_id = self.next_id()
+        repo = FakeRepo(
+            full_name=full_name,
+            id=repo_id,
+            node_id=f"R_fake{repo_id}",
+            installation_id=installation_id,
+        )
+        self.repos[full_name] = repo
+        return repo
+
+    def label_json(self, repo: FakeRepo, name: str, color: str = "ededed", description: str | None = None) -> Json:
+        label = repo.labels.get(name)
+        if label is None:
+            label_id = self.next_id()
+            label = {
+                "id": label_id,
+                "node_id": f"LA_fake{label_id}",
+                "url": f"{self.base_url}/repos/{repo.full_name}/labels/{name}",
+                "name": name,
+                "color": color,
+                "default": False,
+                "description": description,
+            }
+            repo.labels[name] = label
+        return label
+
+    def rename_label(self, repo: FakeRepo, old: str, new: str) -> None:
+        label = repo.labels.pop(old)
+        label["name"] = new
+        repo.labels[new] = label
+        for issue in repo.issues.values():
+            for item in issue["labels"]:
+                if item["id"] == label["id"]:
+                    item["name"] = new
+
+    def add_issue(
+        self,
+        repo: FakeRepo,
+        *,
+        number: int,
+        title: str,
+        body: str | None,
+        labels: list[str],
+        state: str = "open",
+        created_at: datetime,
+        updated_at: datetime | None = None,
+        is_pull_request: bool = False,
+        user: str = "octocat",
+        author_association: str = "NONE",
+    ) -> Json:
+        """An issue shaped like the REST API's, with labels from the repository's catalogue."""
+        issue_id = self.next_id()
+        base = self.base_url
+        html = f"https://github.com/{repo.full_name}/{'pull' if is_pull_request else 'issues'}/{number}"
+        issue: Json = {
+            "url": f"{base}/repos/{repo.full_name}/issues/{number}",
+            "repository_url": f"{base}/repos/{repo.full_name}",
+            "labels_url": f"{base}/repos/{repo.full_name}/issues/{number}/labels{{/name}}",
+            "comments_url": f"{base}/repos/{repo.full_name}/issues/{number}/comments",
+            "html_url": html,
+            "id": issue_id,
+            "node_id": f"I_fake{issue_id}",
+            "number": number,
+            "title": title,
+            "user": {"login": user, "id": 1, "node_id": "U_fake1", "type": "User", "site_admin": False},
+            "labels": [dict(self.label_json(repo, name)) for name in labels],
+            "state": state,
+            "locked": False,
+            "assignee": None,
+            "assignees": [],
+            "milestone": None,
+            "comments": 0,
+            "created_at": _iso(created_at),
+            "updated_at": _iso(updated_at or created_at),
+            "closed_at": _iso(updated_at or created_at) if state == "closed" else None,
+            "author_association": author_association,
+            "active_lock_reason": None,
+            "body": body,
+            "reactions": {"url": f"{base}/repos/{repo.full_name}/issues/{number}/reactions", "total_count": 0},
+            "timeline_url": f"{base}/repos/{repo.full_name}/issues/{number}/timeline",
+            "performed_via_github_app": None,
+            "state_reason": None,
+        }
+        if is_pull_request:
+            issue["pull_request"] = {
+                "url": f"{base}/repos/{repo.full_name}/pulls/{number}",
+                "html_url": html,
+                "diff_url": f"{html}.diff",
+                "patch_url": f"{html}.patch",
+                "merged_at": None,
+            }
+        repo.issues[number] = issue
+        return issue
+
+    def edit_issue(self, repo: FakeRepo, number: int, updated_at: datetime, **changes: Any) -> Json:
+        issue = repo.issues[number]
+        if "labels" in changes:
+            changes["labels"] = [dict(self.label_json(repo, name)) for name in changes["labels"]]
+        issue.update(changes)
+        issue["updated_at"] = _iso(updated_at)
+        return issue
+
+    def set_rate_limit(self, limit: int, window_s: float) -> None:
+        with self._lock:
+            self.rate_limit = limit
+            self.rate_window = window_s
+            self._rate_used = 0
+            self._rate_reset = time.time() + window_s
+
+    def requests_to(self, pattern: str, method: str = "GET") -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == method and re.fullmatch(pattern, r.path)]
+
+    # -- rate limit --------------------------------------------------------------------------
+    def _take_rate(self) -> tuple[bool, dict[str, str]]:
+        with self._lock:
+            if time.time() >= self._rate_reset:
+                self._rate_used = 0
+                self._rate_reset = time.time() + self.rate_window
+            allowed = self._rate_used < self.rate_limit
+            if allowed:
+                self._rate_used += 1
+            headers = {
+                "X-RateLimit-Limit": str(self.rate_limit),
+                "X-RateLimit-Remaining": str(max(self.rate_limit - self._rate_used, 0)),
+                "X-RateLimit-Reset": str(int(self._rate_reset) + 1),
+                "X-RateLimit-Used": str(self._rate_used),
+                "X-RateLimit-Resource": "core",
+            }
+            return allowed, headers
+
+    def _pick_fault(self, method: str, path: str, query: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.matches(method, path, query):
+                    fault.hits += 1
+                    if fault.hits <= fault.skip:
+                        continue
+                    if fault.hits > fault.skip + fault.times:
+                        continue
+                    return fault
+        return None
+
+    # -- routing -----------------------------------------------------------------------------
+    def routes(self) -> list[tuple[str, str, Callable[..., tuple[int, Any, dict[str, str]]]]]:
+        return [
+            ("GET", r"/rate_limit", self._get_rate_limit),
+            ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)", self._get_repo),
+            ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/issues", self._list_issues),
+            ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/labels", self._list_labels),
+            ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/contents/(?P<path>.*)", self._get_contents),
+            ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/installation", self._get_installation),
+            ("POST", r"/app/installations/(?P<installation>\d+)/access_tokens", self._create_token),
+        ]
+
+    def authorize(self, path: str, headers: dict[str, str]) -> tuple[int, Json] | None:
+        auth = headers.get("authorization", "")
+        scheme, _, credential = auth.partition(" ")
+        app_only = path.startswith("/app/") or path.endswith("/installation")
+        if app_only:
+            if scheme.lower() != "bearer" or self.app_public_key is None:
+                return 401, {"message": "A JSON web token could not be decoded"}
+            try:
+                claims = jwt.decode(credential, self.app_public_key, algorithms=["RS256"])
+            except jwt.PyJWTError as exc:
+                return 401, {"message": f"'Issuer' claim or signature invalid: {exc}"}
+            if str(claims.get("iss")) != str(self.app_id):
+                return 401, {"message": "'Issuer' claim ('iss') must be an Integer"}
+            return None
+        if scheme.lower() not in {"token", "bearer"} or credential not in self.tokens:
+            return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}
+        return None
+
+    def _repo(self, owner: str, name: str) -> FakeRepo | None:
+        return self.repos.get(f"{owner}/{name}")
+
+    def _get_rate_limit(self, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+        _, headers = self._take_rate()
+        core = {
+            "limit": int(headers["X-RateLimit-Limit"]),
+            "remaining": int(headers["X-RateLimit-Remaining"]),
+            "reset": int(headers["X-RateLimit-Reset"]),
+            "used": int(headers["X-RateLimit-Used"]),
+        }
+        return 200, {"resources": {"core": core}, "rate": core}, {}
+
+    def _get_repo(self, query: dict[str, list[str]], owner: str, name: str) -> tuple[int, Any, dict[str, str]]:
+        repo = self._repo(owner, name)
+        if repo is None:
+            return 404, {"message": "Not Found"}, {}
+        owner_login = repo.full_name.split("/")[0]
+        return (
+            200,
+            {
+                "id": repo.id,
+                "node_id": repo.node_id,
+                "name": repo.full_name.split("/")[1],
+                "full_name": repo.full_name,
+                "private": False,
+                "owner": {"login": owner_login, "id": 1, "type": "Organization"},
+                "html_url": f"https://github.com/{repo.full_name}",
+                "url": f"{self.base_url}/repos/{repo.full_name}",
+                "has_issues": True,
+                "default_branch": "main",
+            },
+            {},
+        )
+
+    def _paginate(
+        self, path: str, query: dict[str, list[str]], items: list[Json]
+    ) -> tuple[int, Any, dict[str, str]]:
+        per_page = min(int(query.get("per_page", ["30"])[0]), 100)
+        page = int(query.get("page", ["1"])[0])
+        last = max((len(items) + per_page - 1) // per_page, 1)
+        chunk = items[(page - 1) * per_page : page * per_page]
+        links = []
+        flat = {key: values[0] for key, values in query.items()}
+
+        def link(target: int, rel: str) -> str:
+            return f'<{self.base_url}{path}?{urlencode({**flat, "page": target})}>; rel="{rel}"'
+
+        if page < last:
+            links += [link(page + 1, "next"), link(last, "last")]
+        if page > 1:
+            links += [link(1, "first"), link(page - 1, "prev")]
+        return 200, chunk, {"Link": ", ".join(links)} if links else {}
+
+    def _list_issues(self, query: dict[str, list[str]], owner: str, name: str) -> tuple[int, Any, dict[str, str]]:
+        repo = self._repo(owner, name)
+        if repo is None:
+            return 404, {"message": "Not Found"}, {}
+        state = query.get("state", ["open"])[0]
+        items = [i for i in repo.issues.values() if state == "all" or i["state"] == state]
+        if "since" in query:
+            since = query["since"][0]
+            items = [i for i in items if i["updated_at"] >= since]
+        sort = query.get("sort", ["created"])[0]
+        key = "updated_at" if sort == "updated" else "created_at"
+        reverse = query.get("direction", ["desc"])[0] == "desc"
+        items.sort(key=lambda i: (i[key], i["number"]), reverse=reverse)
+        return self._paginate(f"/repos/{owner}/{name}/issues", query, items)
+
+    def _list_labels(self, query: dict[str, list[str]], owner: str, name: str) -> tuple[int, Any, dict[str, str]]:
+        repo = self._repo(owner, name)
+        if repo is None:
+            return 404, {"message": "Not Found"}, {}
+        return self._paginate(f"/repos/{owner}/{name}/labels", query, list(repo.labels.values()))
+
+    def _content_entry(self, repo: FakeRepo, path: str, with_content: bool) -> Json:
+        text = repo.contents[path]
+        entry: Json = {
+            "type": "file",
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": f"{abs(hash(text)):040x}"[:40],
+            "size": len(text.encode()),
+            "url": f"{self.base_url}/repos/{repo.full_name}/contents/{path}?ref=main",
+            "html_url": f"https://github.com/{repo.full_name}/blob/main/{path}",
+            "download_url": None,
+        }
+        if with_content:
+            entry["encoding"] = "base64"
+            entry["content"] = base64.encodebytes(text.encode()).decode()
+        return entry
+
+    def _get_contents(
+        self, query: dict[str, list[str]], owner: str, name: str, path: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        repo = self._repo(owner, name)
+        if repo is None:
+            return 404, {"message": "Not Found"}, {}
+        path = path.strip("/")
+        if path in repo.contents:
+            return 200, self._content_entry(repo, path, True), {}
+        children = sorted(p for p in repo.contents if p.startswith(path + "/") and "/" not in p[len(path) + 1 :])
+        if children:
+            return 200, [self._content_entry(repo, p, False) for p in children], {}
+        return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest/repos/contents"}, {}
+
+    def _get_installation(self, query: dict[str, list[str]], owner: str, name: str) -> tuple[int, Any, dict[str, str]]:
+        repo = self._repo(owner, name)
+        if repo is None or repo.installation_id is None:
+            return 404, {"message": "Not Found"}, {}
+        return (
+            200,
+            {
+                "id": repo.installation_id,
+                "app_id": self.app_id,
+                "account": {"login": owner, "id": 1, "type": "Organization"},
+                "access_tokens_url": f"{self.base_url}/app/installations/{repo.installation_id}/access_tokens",
+                "permissions": {"issues": "write", "metadata": "read", "contents": "read"},
+                "events": ["issues", "label"],
+            },
+            {},
+        )
+
+    def _create_token(self, query: dict[str, list[str]], installation: str) -> tuple[int, Any, dict[str, str]]:
+        if not any(r.installation_id == int(installation) for r in self.repos.values()):
+            return 404, {"message": "Not Found"}, {}
+        token = f"ghs_fake{self.next_id()}"
+        self.tokens.add(token)
+        expires = datetime.fromtimestamp(time.time() + 3600, UTC)
+        return 201, {"token": token, "expires_at": _iso(expires), "permissions": {"issues": "write"}}, {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    github: FakeGitHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _handle(self) -> None:
+        fake = self.github
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        query = parse_qs(parts.query)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        record = RecordedRequest(self.command, path, query, headers, body)
+        with fake._lock:
+            fake.requests.append(record)
+
+        fault = fake._pick_fault(self.command, path, parts.query)
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.status:
+                self._send(record, fault.status, fault.body or {"message": "fault"}, fault.headers)
+                return
+
+        denied = fake.authorize(path, headers)
+        if denied is not None:
+            self._send(record, denied[0], denied[1], {})
+            return
+        allowed, rate_headers = fake._take_rate()
+        if not allowed:
+            self._send(
+                record,
+                403,
+                {
+                    "message": "API rate limit exceeded for installation ID 1.",
+                    "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+                },
+                rate_headers,
+            )
+            return
+        for method, pattern, handler in fake.routes():
+            match = re.fullmatch(pattern, path)
+            if method == self.command and match:
+                status, payload, extra = handler(query, **match.groupdict())
+                self._send(record, status, payload, {**rate_headers, **extra})
+                return
+        self._send(record, 404, {"message": "Not Found"}, rate_headers)
+
+    def _send(self, record: RecordedRequest, status: int, payload: Any, headers: dict[str, str]) -> None:
+        record.status = status
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = _handle
+    do_POST = _handle
+    do_PATCH = _handle
+    do_PUT = _handle
+    do_DELETE = _handle
