@@ -34,7 +34,7 @@ class GitHubClients:
             base_url=settings.github_api_url,
             per_page=settings.github_per_page,
             retry=make_retry(settings),
-            timeout=int(settings.github_timeout),
+            timeout=settings.github_timeout,
             seconds_between_requests=None,
             seconds_between_writes=None,
         )

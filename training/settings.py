@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     github_max_rate_limit_wait: float = Field(
         default=3600.0, ge=0, description="Longest wait for a rate-limit reset before giving up."
     )
-    github_timeout: float = Field(default=30.0, gt=0, description="HTTP timeout in seconds.")
+    github_timeout: int = Field(default=30, ge=1, description="HTTP timeout in seconds.")
 
     min_label_examples: int = Field(
         default=10, ge=1, description="A label is learned only with at least this many examples."

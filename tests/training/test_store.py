@@ -1,0 +1,99 @@
+"""The store on SQLite and PostgreSQL: schema by migrations, idempotent upserts, label history."""
+
+from datetime import UTC, datetime, timedelta
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from training.records import IssueRecord, LabelRecord
+from training.store import Store
+from training.store.db import migrate
+from training.store.models import Base, Issue, Label, LabelEvent
+from training.store.upserts import LabelCatalogue, Outcome, ensure_repository, upsert_issue
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def _issue(number: int = 1, labels: tuple[str, ...] = ("bug",), **kw: object) -> IssueRecord:
+    fields: dict = dict(
+        repo="octo/repo",
+        number=number,
+        title="Crash when fitting",
+        body="Traceback ...",
+        labels=tuple(LabelRecord(name) for name in labels),
+        state="open",
+        created_at=T0,
+        updated_at=T0,
+    )
+    fields.update(kw)
+    return IssueRecord(**fields)
+
+
+def _store_one(store: Store, record: IssueRecord) -> Outcome:
+    with store.session() as session:
+        catalogue = LabelCatalogue(session, ensure_repository(session, record.repo))
+        return upsert_issue(session, catalogue, record, source="import")
+
+
+def test_migrations_match_the_models_and_rerun_cleanly(store: Store) -> None:
+    migrate(store.engine)  # a second run is a no-op
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_upsert_is_idempotent_and_edits_update_in_place(store: Store) -> None:
+    assert _store_one(store, _issue()) is Outcome.NEW
+    assert _store_one(store, _issue()) is Outcome.UNCHANGED
+    edited = _issue(title="Crash when fitting with NaN", labels=("bug", "module:tree"), updated_at=T0 + timedelta(hours=1))
+    assert _store_one(store, edited) is Outcome.UPDATED
+    with store.session() as session:
+        issues = session.scalars(select(Issue)).all()
+        assert len(issues) == 1
+        assert issues[0].title == "Crash when fitting with NaN"
+        assert sorted(link.label.name for link in issues[0].labels) == ["bug", "module:tree"]
+        assert issues[0].updated_at == T0 + timedelta(hours=1)
+
+
+def test_an_older_copy_never_overwrites_a_newer_one(store: Store) -> None:
+    _store_one(store, _issue(title="new title", updated_at=T0 + timedelta(days=1)))
+    assert _store_one(store, _issue(title="old title", updated_at=T0)) is Outcome.UNCHANGED
+    with store.session() as session:
+        assert session.scalar(select(Issue.title)) == "new title"
+
+
+def test_label_changes_are_recorded_as_events(store: Store) -> None:
+    _store_one(store, _issue(labels=("bug",)))
+    _store_one(store, _issue(labels=("API",), updated_at=T0 + timedelta(hours=2)))
+    with store.session() as session:
+        events = session.execute(
+            select(LabelEvent.action, Label.name).join(Label).order_by(LabelEvent.id)
+        ).all()
+    assert [tuple(e) for e in events] == [("labeled", "bug"), ("labeled", "API"), ("unlabeled", "bug")]
+
+
+def test_catalogue_follows_renames_and_knows_deleted_labels(store: Store) -> None:
+    with store.session() as session:
+        repo = ensure_repository(session, "octo/repo")
+        LabelCatalogue(session, repo).replace_all(
+            [LabelRecord("bug", node_id="LA_1", color="d73a4a"), LabelRecord("docs", node_id="LA_2")]
+        )
+    with store.session() as session:
+        repo = ensure_repository(session, "octo/repo")
+        LabelCatalogue(session, repo).replace_all([LabelRecord("type: bug", node_id="LA_1", color="d73a4a")])
+    with store.session() as session:
+        rows = {row.node_id: row for row in session.scalars(select(Label))}
+        assert len(rows) == 2
+        assert rows["LA_1"].name == "type: bug" and rows["LA_1"].deleted_at is None
+        assert rows["LA_2"].name == "docs" and rows["LA_2"].deleted_at is not None
+
+
+def test_issues_without_numbers_are_keyed_by_their_text(store: Store) -> None:
+    a = _issue(number=None, title="A")
+    b = _issue(number=None, title="B")
+    assert _store_one(store, a) is Outcome.NEW
+    assert _store_one(store, b) is Outcome.NEW
+    assert _store_one(store, a) is Outcome.UNCHANGED
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Issue)) == 2
