@@ -1,0 +1,1 @@
+"""Training: fetch -> store -> dataset -> adapt -> fine-tune -> evaluate -> export -> registry."""

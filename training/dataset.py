@@ -161,7 +161,13 @@ def _stratified_part(y: np.ndarray, fraction: float) -> np.ndarray:
 def _stratified_split(
     examples: list[Example], label_names: list[str], fractions: tuple[float, float, float], seed: int
 ) -> dict[int, str]:
-    """Iterative stratification (scikit-multilearn), seeded: it draws from numpy's global RNG."""
+    """Iterative stratification (scikit-multilearn) of the examples in a seeded random order.
+
+    The algorithm itself only breaks ties at random, from numpy's global generator; the seeded
+    shuffle is what makes the seed choose the split, and the saved state keeps others unaffected.
+    """
+    order = np.random.default_rng(seed).permutation(len(examples))
+    examples = [examples[i] for i in order]
     index = {name: i for i, name in enumerate(label_names)}
     y = np.zeros((len(examples), len(label_names)), dtype=int)
     for row, example in enumerate(examples):

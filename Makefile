@@ -1,0 +1,28 @@
+# Set-up and everyday commands. `make run` and `make test` are all a fresh clone needs.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch==2.13.0 is pinned in pyproject.toml: the CPU wheel, not a multi-GB CUDA build.
+	$(BIN)/pip install -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install  ## the main job on embedded defaults: import the sample data, show the store and datasets
+	$(BIN)/python -m training.quickstart
+
+test: install  ## the whole test suite, SQLite and a PostgreSQL server the tests start
+	scripts/ensure-postgres
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache
