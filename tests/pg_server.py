@@ -49,7 +49,9 @@ class PostgresServer:
             try:
                 user = pwd.getpwnam("postgres")
             except KeyError:
-                raise RuntimeError("running as root but there is no 'postgres' user; " + INSTALL_HINT) from None
+                raise RuntimeError(
+                    "running as root but there is no 'postgres' user; " + INSTALL_HINT
+                ) from None
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._prefix = ["runuser", "-u", "postgres", "--"]
 
@@ -58,10 +60,26 @@ class PostgresServer:
 
     def start(self) -> str:
         try:
-            self._run(str(self.bindir / "initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "test", "-E", "UTF8")
             self._run(
-                str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-l", str(self.root / "log"),
-                "-o", f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off -c full_page_writes=off",
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-A",
+                "trust",
+                "-U",
+                "test",
+                "-E",
+                "UTF8",
+            )
+            self._run(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-w",
+                "-l",
+                str(self.root / "log"),
+                "-o",
+                f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off -c full_page_writes=off",
                 "start",
             )
         except subprocess.CalledProcessError as exc:

@@ -135,7 +135,9 @@ def _time_split(examples: list[Example], fractions: tuple[float, float, float]) 
     n_validation = round(n * fractions[1])
     result = {}
     for position, example in enumerate(ordered):
-        split = "train" if position < n_train else "validation" if position < n_train + n_validation else "test"
+        split = (
+            "train" if position < n_train else "validation" if position < n_train + n_validation else "test"
+        )
         result[example.issue_id] = split
     return result
 
@@ -286,7 +288,8 @@ def _assign_splits(
         )
     }
     result = {
-        issue_id: (row.split, (row.meta or {}).get("method", "recorded")) for issue_id, row in existing.items()
+        issue_id: (row.split, (row.meta or {}).get("method", "recorded"))
+        for issue_id, row in existing.items()
     }
     fresh = [e for e in labeled if e.issue_id not in existing]
     if fresh:
@@ -300,7 +303,9 @@ def _assign_splits(
             result[issue_id] = (split, method)
             if persist:
                 session.add(
-                    SplitAssignment(issue_id=issue_id, split=split, assigned_at=stamp, meta={"method": method})
+                    SplitAssignment(
+                        issue_id=issue_id, split=split, assigned_at=stamp, meta={"method": method}
+                    )
                 )
         if persist:
             session.flush()
@@ -346,7 +351,9 @@ def format_manifest(manifest: dict) -> str:
         f"{'learned label':<32} {'train':>6} {'val':>6} {'test':>6}",
     ]
     for name, per_split in manifest["label_counts"].items():
-        lines.append(f"{name:<32} {per_split['train']:>6} {per_split['validation']:>6} {per_split['test']:>6}")
+        lines.append(
+            f"{name:<32} {per_split['train']:>6} {per_split['validation']:>6} {per_split['test']:>6}"
+        )
     if manifest["not_learned"]:
         lines.append("not learned:")
         lines += [f"  {name}: {reason}" for name, reason in manifest["not_learned"].items()]

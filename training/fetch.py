@@ -65,9 +65,7 @@ class FetchReport:
 class RateLimitGuard:
     """Waits for the reset when a response says no requests remain (before GitHub refuses)."""
 
-    def __init__(
-        self, github: Github, max_wait: float, sleep: Callable[[float], None] = time.sleep
-    ) -> None:
+    def __init__(self, github: Github, max_wait: float, sleep: Callable[[float], None] = time.sleep) -> None:
         self.github = github
         self.max_wait = max_wait
         self.sleep = sleep
@@ -147,9 +145,7 @@ def fetch_repository(
         raise FetchError(f"{full_name}: GitHub answered {exc.status}: {exc.data}") from None
 
     with store.session() as session:
-        repository = ensure_repository(
-            session, full_name, github_id=gh_repo.id, node_id=gh_repo.node_id
-        )
+        repository = ensure_repository(session, full_name, github_id=gh_repo.id, node_id=gh_repo.node_id)
         cursor = cursor_of(session, repository)
         cursor.last_started_at = now()
         report.since = cursor.since
@@ -250,10 +246,21 @@ def _fetch_issues(
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.fetch``: fetch from GitHub, or import JSONL exports."""
     parser = argparse.ArgumentParser(prog="python -m training.fetch", description=__doc__)
-    parser.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME",
-                        help="repository to fetch (repeatable); with --from-jsonl, keep only these")
-    parser.add_argument("--from-jsonl", action="append", default=[], type=Path, metavar="PATH",
-                        help="import a JSON Lines file instead of calling GitHub (repeatable)")
+    parser.add_argument(
+        "--repo",
+        action="append",
+        default=[],
+        metavar="OWNER/NAME",
+        help="repository to fetch (repeatable); with --from-jsonl, keep only these",
+    )
+    parser.add_argument(
+        "--from-jsonl",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="import a JSON Lines file instead of calling GitHub (repeatable)",
+    )
     args = parser.parse_args(argv)
     if not args.repo and not args.from_jsonl:
         parser.error("give --repo OWNER/NAME to fetch from GitHub, or --from-jsonl PATH")
@@ -284,16 +291,13 @@ def _import_files(store: Store, paths: list[Path], repos: set[str], settings: Se
     total = Counts()
     for path in paths:
         try:
-            report = import_jsonl(
-                store, path, repos=repos or None, template_labels=settings.template_labels
-            )
+            report = import_jsonl(store, path, repos=repos or None, template_labels=settings.template_labels)
         except (FileNotFoundError, UnicodeDecodeError) as exc:
             log.error("%s: %s", path, exc)
             return 1
         if report.malformed_lines:
             lines = ", ".join(str(n) for n in report.malformed_lines[:20])
-            log.warning("%s: %d malformed lines skipped (line %s)",
-                        path, len(report.malformed_lines), lines)
+            log.warning("%s: %d malformed lines skipped (line %s)", path, len(report.malformed_lines), lines)
         total.merge(report.counts)
     log.info("imported issues: %s", total.summary())
     return 0
@@ -317,13 +321,17 @@ def _fetch_repos(store: Store, repos: list[str], settings: Settings) -> int:
                 log.error("%s", exc)
                 failed.append(full_name)
                 continue
-            log.info("%s: %s (%d labels; cursor now %s)", full_name, report.counts.summary(),
-                     report.labels, report.cursor.isoformat() if report.cursor else "unset")
+            log.info(
+                "%s: %s (%d labels; cursor now %s)",
+                full_name,
+                report.counts.summary(),
+                report.labels,
+                report.cursor.isoformat() if report.cursor else "unset",
+            )
             total.merge(report.counts)
     finally:
         clients.close()
-    log.info("fetched issues: %s%s", total.summary(),
-             f"; failed: {', '.join(failed)}" if failed else "")
+    log.info("fetched issues: %s%s", total.summary(), f"; failed: {', '.join(failed)}" if failed else "")
     return 1 if failed else 0
 
 

@@ -43,13 +43,9 @@ class GitHubClients:
         self._installation_clients: dict[int, Github] = {}
         pem = settings.private_key_pem()
         if settings.github_app_id is not None and pem is not None:
-            self._integration = GithubIntegration(
-                auth=Auth.AppAuth(settings.github_app_id, pem), **common
-            )
+            self._integration = GithubIntegration(auth=Auth.AppAuth(settings.github_app_id, pem), **common)
         elif settings.github_token is not None:
-            self._token_client = Github(
-                auth=Auth.Token(settings.github_token.get_secret_value()), **common
-            )
+            self._token_client = Github(auth=Auth.Token(settings.github_token.get_secret_value()), **common)
         else:
             raise GitHubAuthError(
                 "no GitHub credentials: set ISSUE_LABELER_GITHUB_APP_ID with "

@@ -31,9 +31,7 @@ class ImportReport:
     malformed_lines: list[int] = field(default_factory=list)
 
 
-def read_jsonl(
-    path: Path, report: ImportReport, default_repo: str | None = None
-) -> Iterator[IssueRecord]:
+def read_jsonl(path: Path, report: ImportReport, default_repo: str | None = None) -> Iterator[IssueRecord]:
     """Parsed records; a malformed line is logged with its number, counted and skipped."""
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -69,9 +67,7 @@ def import_jsonl(
                 if catalogue is None:
                     repository = ensure_repository(session, record.repo)
                     if record.repo in template_labels:
-                        set_template_labels(
-                            session, repository, {"config": template_labels[record.repo]}
-                        )
+                        set_template_labels(session, repository, {"config": template_labels[record.repo]})
                     catalogue = catalogues[record.repo] = LabelCatalogue(session, repository)
                 report.counts.add(upsert_issue(session, catalogue, record, source="import"))
                 report.repositories.add(record.repo)

@@ -24,9 +24,19 @@ log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE_FILES = ("sklearn_surya/issues.jsonl", "rails_small/issues.jsonl", "oss_type_labels/issues.jsonl")
 # What the sample repositories' own configuration says; applied only where the operator set nothing.
-SAMPLE_TEMPLATE_LABELS = {"scikit-learn/scikit-learn": ["Bug", "New Feature", "Documentation", "Needs Triage"]}
+SAMPLE_TEMPLATE_LABELS = {
+    "scikit-learn/scikit-learn": ["Bug", "New Feature", "Documentation", "Needs Triage"]
+}
 SAMPLE_EXTRA_EXCLUDES = [
-    "easy", "moderate", "hard", "sprint", "blocker", "high priority", "low priority", "meta-issue", "rfc",
+    "easy",
+    "moderate",
+    "hard",
+    "sprint",
+    "blocker",
+    "high priority",
+    "low priority",
+    "meta-issue",
+    "rfc",
 ]
 
 
@@ -42,8 +52,12 @@ def sample_settings(settings: Settings) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.quickstart", description=__doc__)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="folder of the shared issue exports (default: ../shared/data)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="folder of the shared issue exports (default: ../shared/data)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = sample_settings(load_settings())
@@ -54,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = [args.data_dir / name for name in SAMPLE_FILES]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        log.error("sample data not found: %s (give --data-dir, see ../shared/data/README.md)", ", ".join(missing))
+        log.error(
+            "sample data not found: %s (give --data-dir, see ../shared/data/README.md)", ", ".join(missing)
+        )
         return 1
     try:
         store = Store(settings.database_url)

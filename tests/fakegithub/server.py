@@ -147,7 +147,9 @@ class FakeGitHub:
         self.repos[full_name] = repo
         return repo
 
-    def label_json(self, repo: FakeRepo, name: str, color: str = "ededed", description: str | None = None) -> Json:
+    def label_json(
+        self, repo: FakeRepo, name: str, color: str = "ededed", description: str | None = None
+    ) -> Json:
         label = repo.labels.get(name)
         if label is None:
             label_id = self.next_id()
@@ -215,7 +217,10 @@ class FakeGitHub:
             "author_association": author_association,
             "active_lock_reason": None,
             "body": body,
-            "reactions": {"url": f"{base}/repos/{repo.full_name}/issues/{number}/reactions", "total_count": 0},
+            "reactions": {
+                "url": f"{base}/repos/{repo.full_name}/issues/{number}/reactions",
+                "total_count": 0,
+            },
             "timeline_url": f"{base}/repos/{repo.full_name}/issues/{number}/timeline",
             "performed_via_github_app": None,
             "state_reason": None,
@@ -322,7 +327,9 @@ class FakeGitHub:
         }
         return 200, {"resources": {"core": core}, "rate": core}, {}
 
-    def _get_repo(self, query: dict[str, list[str]], owner: str, name: str) -> tuple[int, Any, dict[str, str]]:
+    def _get_repo(
+        self, query: dict[str, list[str]], owner: str, name: str
+    ) -> tuple[int, Any, dict[str, str]]:
         repo = self._repo(owner, name)
         if repo is None:
             return 404, {"message": "Not Found"}, {}
@@ -363,7 +370,9 @@ class FakeGitHub:
             links += [link(1, "first"), link(page - 1, "prev")]
         return 200, chunk, {"Link": ", ".join(links)} if links else {}
 
-    def _list_issues(self, query: dict[str, list[str]], owner: str, name: str) -> tuple[int, Any, dict[str, str]]:
+    def _list_issues(
+        self, query: dict[str, list[str]], owner: str, name: str
+    ) -> tuple[int, Any, dict[str, str]]:
         repo = self._repo(owner, name)
         if repo is None:
             return 404, {"message": "Not Found"}, {}
@@ -378,7 +387,9 @@ class FakeGitHub:
         items.sort(key=lambda i: (i[key], i["number"]), reverse=reverse)
         return self._paginate(f"/repos/{owner}/{name}/issues", query, items)
 
-    def _list_labels(self, query: dict[str, list[str]], owner: str, name: str) -> tuple[int, Any, dict[str, str]]:
+    def _list_labels(
+        self, query: dict[str, list[str]], owner: str, name: str
+    ) -> tuple[int, Any, dict[str, str]]:
         repo = self._repo(owner, name)
         if repo is None:
             return 404, {"message": "Not Found"}, {}
@@ -410,12 +421,20 @@ class FakeGitHub:
         path = path.strip("/")
         if path in repo.contents:
             return 200, self._content_entry(repo, path, True), {}
-        children = sorted(p for p in repo.contents if p.startswith(path + "/") and "/" not in p[len(path) + 1 :])
+        children = sorted(
+            p for p in repo.contents if p.startswith(path + "/") and "/" not in p[len(path) + 1 :]
+        )
         if children:
             return 200, [self._content_entry(repo, p, False) for p in children], {}
-        return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest/repos/contents"}, {}
+        return (
+            404,
+            {"message": "Not Found", "documentation_url": "https://docs.github.com/rest/repos/contents"},
+            {},
+        )
 
-    def _get_installation(self, query: dict[str, list[str]], owner: str, name: str) -> tuple[int, Any, dict[str, str]]:
+    def _get_installation(
+        self, query: dict[str, list[str]], owner: str, name: str
+    ) -> tuple[int, Any, dict[str, str]]:
         repo = self._repo(owner, name)
         if repo is None or repo.installation_id is None:
             return 404, {"message": "Not Found"}, {}
@@ -425,14 +444,18 @@ class FakeGitHub:
                 "id": repo.installation_id,
                 "app_id": self.app_id,
                 "account": {"login": owner, "id": 1, "type": "Organization"},
-                "access_tokens_url": f"{self.base_url}/app/installations/{repo.installation_id}/access_tokens",
+                "access_tokens_url": (
+                    f"{self.base_url}/app/installations/{repo.installation_id}/access_tokens"
+                ),
                 "permissions": {"issues": "write", "metadata": "read", "contents": "read"},
                 "events": ["issues", "label"],
             },
             {},
         )
 
-    def _create_token(self, query: dict[str, list[str]], installation: str) -> tuple[int, Any, dict[str, str]]:
+    def _create_token(
+        self, query: dict[str, list[str]], installation: str
+    ) -> tuple[int, Any, dict[str, str]]:
         if not any(r.installation_id == int(installation) for r in self.repos.values()):
             return 404, {"message": "Not Found"}, {}
         token = f"ghs_fake{self.next_id()}"

@@ -14,13 +14,29 @@ from training.store.upserts import now
 
 SKLEARN = "scikit-learn/scikit-learn"
 SKLEARN_FORMS = ["Bug", "New Feature", "Documentation", "Needs Triage"]
-WORKFLOW = ("needs *", "help wanted", "good first*", "spam", "wontfix", "easy", "moderate", "hard",
-            "sprint", "blocker", "high priority", "low priority", "meta-issue", "rfc")
+WORKFLOW = (
+    "needs *",
+    "help wanted",
+    "good first*",
+    "spam",
+    "wontfix",
+    "easy",
+    "moderate",
+    "hard",
+    "sprint",
+    "blocker",
+    "high priority",
+    "low priority",
+    "meta-issue",
+    "rfc",
+)
 
 
 @pytest.fixture
 def sklearn_store(store: Store, shared_data: Path) -> Store:
-    import_jsonl(store, shared_data / "sklearn_surya" / "issues.jsonl", template_labels={SKLEARN: SKLEARN_FORMS})
+    import_jsonl(
+        store, shared_data / "sklearn_surya" / "issues.jsonl", template_labels={SKLEARN: SKLEARN_FORMS}
+    )
     return store
 
 
@@ -49,12 +65,16 @@ def test_sklearn_dataset_learns_what_maintainers_add_by_hand(sklearn_store: Stor
     assert abs(len(data.splits["test"]) - 0.2 * n) <= 1 and abs(len(data.splits["validation"]) - 0.1 * n) <= 1
     newest_train = max(e.created_at for e in data.splits["train"])
     assert newest_train <= min(e.created_at for e in data.splits["validation"])
-    assert max(e.created_at for e in data.splits["validation"]) <= min(e.created_at for e in data.splits["test"])
+    assert max(e.created_at for e in data.splits["validation"]) <= min(
+        e.created_at for e in data.splits["test"]
+    )
     targets = data.targets("test")
     assert targets.shape == (len(data.splits["test"]), 19) and targets.sum(axis=1).min() >= 1
 
 
-def test_recorded_split_is_kept_when_new_issues_arrive(store: Store, shared_data: Path, tmp_path: Path) -> None:
+def test_recorded_split_is_kept_when_new_issues_arrive(
+    store: Store, shared_data: Path, tmp_path: Path
+) -> None:
     rows = (shared_data / "sklearn_surya" / "issues.jsonl").read_text().splitlines()
     ordered = sorted(rows, key=lambda line: json.loads(line)["created_at"])
     older, newer = tmp_path / "older.jsonl", tmp_path / "newer.jsonl"
@@ -79,7 +99,9 @@ def test_recorded_split_is_kept_when_new_issues_arrive(store: Store, shared_data
     assert third.split_hash() == second.split_hash()
 
 
-def test_without_dates_the_split_is_iteratively_stratified_and_seeded(store: Store, shared_data: Path) -> None:
+def test_without_dates_the_split_is_iteratively_stratified_and_seeded(
+    store: Store, shared_data: Path
+) -> None:
     import_jsonl(store, shared_data / "oss_type_labels" / "issues.jsonl", repos={"vuejs/vue"})
     with store.session() as session:
         a = build_dataset(session, ["vuejs/vue"], DatasetConfig())
@@ -107,7 +129,9 @@ def test_aliases_deleted_labels_and_pull_requests(store: Store, shared_data: Pat
         session.scalar(select(Label).where(Label.name == "docs")).deleted_at = now()
         session.flush()
         pruned = build_dataset(session, ["rails/rails"], DatasetConfig())
-        assert "docs" not in pruned.label_names and pruned.not_learned["docs"] == "deleted from the repository"
+        assert (
+            "docs" not in pruned.label_names and pruned.not_learned["docs"] == "deleted from the repository"
+        )
 
 
 def test_unknown_repository_and_nothing_to_learn(store: Store, shared_data: Path) -> None:

@@ -45,19 +45,31 @@ def _fetch(store: Store, settings: Settings) -> object:
 def _stored(store: Store) -> dict[int, tuple[str, str, bool, list[str]]]:
     with store.session() as session:
         return {
-            issue.number: (issue.title, issue.state, issue.is_pull_request, sorted(l.label.name for l in issue.labels))
+            issue.number: (
+                issue.title,
+                issue.state,
+                issue.is_pull_request,
+                sorted(link.label.name for link in issue.labels),
+            )
             for issue in session.scalars(select(Issue))
         }
 
 
 def _served(repo: FakeRepo) -> dict[int, tuple[str, str, bool, list[str]]]:
     return {
-        number: (item["title"], item["state"], "pull_request" in item, sorted(l["name"] for l in item["labels"]))
+        number: (
+            item["title"],
+            item["state"],
+            "pull_request" in item,
+            sorted(label["name"] for label in item["labels"]),
+        )
         for number, item in repo.issues.items()
     }
 
 
-def test_first_fetch_takes_everything_page_by_page(store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub) -> None:
+def test_first_fetch_takes_everything_page_by_page(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
     report = _fetch(store, settings)
     assert report.counts[Outcome.NEW] == 200
     assert _stored(store) == _served(rails)
@@ -68,14 +80,16 @@ def test_first_fetch_takes_everything_page_by_page(store: Store, settings: Setti
     assert "since" not in first
     with store.session() as session:
         assert set(session.scalars(select(TemplateLabel.name))) == {"needs triage"}
-        assert {l.name for l in session.scalars(select(Label))} == set(rails.labels)
+        assert {label.name for label in session.scalars(select(Label))} == set(rails.labels)
         cursor = session.scalar(select(FetchCursor))
         newest = max(item["updated_at"] for item in rails.issues.values())
         assert cursor.since == datetime.fromisoformat(newest.replace("Z", "+00:00"))
         assert cursor.last_completed_at is not None and cursor.last_error is None
 
 
-def test_later_fetches_ask_only_for_changes(store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub) -> None:
+def test_later_fetches_ask_only_for_changes(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
     _fetch(store, settings)
     again = _fetch(store, settings)
     assert again.counts[Outcome.NEW] == 0 and again.counts[Outcome.UPDATED] == 0
@@ -85,14 +99,23 @@ def test_later_fetches_ask_only_for_changes(store: Store, settings: Settings, ra
     later = datetime.now(UTC)
     number = sorted(rails.issues)[3]
     fake_github.edit_issue(rails, number, later, title="Edited title", labels=["activerecord", "docs"])
-    fake_github.add_issue(rails, number=99999, title="A new issue", body="body", labels=["railties"],
-                          created_at=later, updated_at=later + timedelta(seconds=1))
+    fake_github.add_issue(
+        rails,
+        number=99999,
+        title="A new issue",
+        body="body",
+        labels=["railties"],
+        created_at=later,
+        updated_at=later + timedelta(seconds=1),
+    )
     third = _fetch(store, settings)
     assert (third.counts[Outcome.NEW], third.counts[Outcome.UPDATED]) == (1, 1)
     assert _stored(store) == _served(rails)
 
 
-def test_interrupted_fetch_resumes_and_loses_nothing(store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub) -> None:
+def test_interrupted_fetch_resumes_and_loses_nothing(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
     fake_github.faults.append(Fault(path=ISSUES_PATH, query=_page(5), status=502, times=1000))
     with pytest.raises(FetchError, match="run again to resume"):
         _fetch(store, settings)
@@ -112,7 +135,9 @@ def test_interrupted_fetch_resumes_and_loses_nothing(store: Store, settings: Set
     assert "since" in resumed_request.query
 
 
-def test_secondary_rate_limit_is_waited_out(store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub) -> None:
+def test_secondary_rate_limit_is_waited_out(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
     fake_github.faults.append(secondary_rate_limit(ISSUES_PATH, retry_after=1, query=_page(2)))
     started = time.monotonic()
     report = _fetch(store, settings)
@@ -122,7 +147,9 @@ def test_secondary_rate_limit_is_waited_out(store: Store, settings: Settings, ra
     assert statuses == [403, 200]
 
 
-def test_server_errors_and_slow_answers_are_retried(rails: FakeRepo, fake_github: FakeGitHub, database_url: str, tmp_path: Path) -> None:
+def test_server_errors_and_slow_answers_are_retried(
+    rails: FakeRepo, fake_github: FakeGitHub, database_url: str, tmp_path: Path
+) -> None:
     settings = make_settings(database_url=database_url, github_api_url=fake_github.base_url, github_timeout=1)
     fake_github.faults += [
         Fault(path=ISSUES_PATH, query=_page(3), status=502, times=2),
@@ -131,7 +158,9 @@ def test_server_errors_and_slow_answers_are_retried(rails: FakeRepo, fake_github
     ]
     store = Store(settings.database_url)
     try:
-        report = fetch_repository(store, GitHubClients(settings).for_repository(REPO), REPO, settings=settings)
+        report = fetch_repository(
+            store, GitHubClients(settings).for_repository(REPO), REPO, settings=settings
+        )
         assert report.counts[Outcome.NEW] == 200
         assert _stored(store) == _served(rails)
     finally:
@@ -141,7 +170,9 @@ def test_server_errors_and_slow_answers_are_retried(rails: FakeRepo, fake_github
     assert len([r for r in fake_github.requests_to(ISSUES_PATH) if r.query.get("page") == ["6"]]) == 2
 
 
-def test_primary_rate_limit_waits_for_the_reset(store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub) -> None:
+def test_primary_rate_limit_waits_for_the_reset(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
     fake_github.set_rate_limit(limit=6, window_s=1.5)
     started = time.monotonic()
     report = _fetch(store, settings)
@@ -150,12 +181,14 @@ def test_primary_rate_limit_waits_for_the_reset(store: Store, settings: Settings
     assert _stored(store) == _served(rails)
 
 
-def test_renamed_and_deleted_labels_are_recognised(store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub) -> None:
+def test_renamed_and_deleted_labels_are_recognised(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
     _fetch(store, settings)
     old_node = rails.labels["docs"]["node_id"]
     fake_github.rename_label(rails, "docs", "documentation")
     for item in rails.issues.values():
-        if any(l["name"] == "documentation" for l in item["labels"]):
+        if any(label["name"] == "documentation" for label in item["labels"]):
             item["updated_at"] = "2030-01-01T00:00:00Z"
     del rails.labels["actioncable"]
     _fetch(store, settings)
@@ -167,9 +200,13 @@ def test_renamed_and_deleted_labels_are_recognised(store: Store, settings: Setti
     assert _stored(store) == _served(rails)
 
 
-def test_unknown_repository_and_missing_credentials(store: Store, settings: Settings, fake_github: FakeGitHub, database_url: str) -> None:
+def test_unknown_repository_and_missing_credentials(
+    store: Store, settings: Settings, fake_github: FakeGitHub, database_url: str
+) -> None:
     with pytest.raises(UnknownRepository, match="octo/missing: GitHub answered 404"):
-        fetch_repository(store, GitHubClients(settings).for_repository("octo/missing"), "octo/missing", settings=settings)
+        fetch_repository(
+            store, GitHubClients(settings).for_repository("octo/missing"), "octo/missing", settings=settings
+        )
     no_auth = make_settings(database_url=database_url, github_api_url=fake_github.base_url, github_token=None)
     with pytest.raises(GitHubAuthError, match="ISSUE_LABELER_GITHUB_TOKEN"):
         GitHubClients(no_auth)
@@ -177,16 +214,23 @@ def test_unknown_repository_and_missing_credentials(store: Store, settings: Sett
 
 def test_github_app_installation_auth(shared_data: Path, database_url: str, tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     key_path = tmp_path / "app.pem"
     key_path.write_bytes(pem)
     with FakeGitHub(app_id=4242, app_public_key=public.decode()) as fake:
         repo = seed_from_jsonl(fake, shared_data / "rails_small" / "issues.jsonl", REPO, limit=30)
         repo.installation_id = 77
         settings = make_settings(
-            database_url=database_url, github_api_url=fake.base_url, github_token=None,
-            github_app_id=4242, github_private_key_path=key_path,
+            database_url=database_url,
+            github_api_url=fake.base_url,
+            github_token=None,
+            github_app_id=4242,
+            github_private_key_path=key_path,
         )
         store = Store(settings.database_url)
         clients = GitHubClients(settings)

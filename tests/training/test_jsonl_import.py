@@ -81,23 +81,38 @@ def test_raw_github_rest_objects_import(store: Store, shared_data: Path, tmp_pat
 
 def test_cli_import_ends_with_counts_line(tmp_path: Path, shared_data: Path) -> None:
     env = {"ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PATH": "/usr/bin:/bin"}
-    command = [sys.executable, "-m", "training.fetch", "--from-jsonl", str(shared_data / "sklearn_surya" / "issues.jsonl")]
+    command = [
+        sys.executable,
+        "-m",
+        "training.fetch",
+        "--from-jsonl",
+        str(shared_data / "sklearn_surya" / "issues.jsonl"),
+    ]
     first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert first.stderr.strip().splitlines()[-1].endswith("imported issues: 2000 new, 0 updated, 0 unchanged")
     second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
-    assert second.stderr.strip().splitlines()[-1].endswith("imported issues: 0 new, 0 updated, 2000 unchanged")
+    assert (
+        second.stderr.strip().splitlines()[-1].endswith("imported issues: 0 new, 0 updated, 2000 unchanged")
+    )
 
 
 def test_cli_reports_a_missing_file_and_bad_settings(tmp_path: Path) -> None:
     env = {"ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PATH": "/usr/bin:/bin"}
     missing = subprocess.run(
         [sys.executable, "-m", "training.fetch", "--from-jsonl", str(tmp_path / "nope.jsonl")],
-        cwd=tmp_path, env=env, capture_output=True, text=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert missing.returncode == 1 and "no such JSONL file" in missing.stderr
     env["ISSUE_LABELER_GITHUB_APP_ID"] = "12"
     bad = subprocess.run(
-        [sys.executable, "-m", "training.fetch", "--repo", "o/r"], cwd=tmp_path, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "training.fetch", "--repo", "o/r"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "ISSUE_LABELER_GITHUB_PRIVATE_KEY_PATH" in bad.stderr
     assert REPO_ROOT.is_dir()

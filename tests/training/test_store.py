@@ -46,7 +46,9 @@ def test_migrations_match_the_models_and_rerun_cleanly(store: Store) -> None:
 def test_upsert_is_idempotent_and_edits_update_in_place(store: Store) -> None:
     assert _store_one(store, _issue()) is Outcome.NEW
     assert _store_one(store, _issue()) is Outcome.UNCHANGED
-    edited = _issue(title="Crash when fitting with NaN", labels=("bug", "module:tree"), updated_at=T0 + timedelta(hours=1))
+    edited = _issue(
+        title="Crash when fitting with NaN", labels=("bug", "module:tree"), updated_at=T0 + timedelta(hours=1)
+    )
     assert _store_one(store, edited) is Outcome.UPDATED
     with store.session() as session:
         issues = session.scalars(select(Issue)).all()

@@ -112,9 +112,7 @@ class IssueLabel(Base):
 
     __tablename__ = "issue_labels"
 
-    issue_id: Mapped[int] = mapped_column(
-        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
-    )
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True)
     label_id: Mapped[int] = mapped_column(
         ForeignKey("labels.id", ondelete="CASCADE"), primary_key=True, index=True
     )
@@ -143,9 +141,7 @@ class TemplateLabel(Base):
     """A label that one of the repository's issue forms applies by itself at creation."""
 
     __tablename__ = "template_labels"
-    __table_args__ = (
-        UniqueConstraint("repository_id", "source", "name", name="uq_template_labels"),
-    )
+    __table_args__ = (UniqueConstraint("repository_id", "source", "name", name="uq_template_labels"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
@@ -173,9 +169,7 @@ class SplitAssignment(Base):
 
     __tablename__ = "split_assignments"
 
-    issue_id: Mapped[int] = mapped_column(
-        ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
-    )
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True)
     split: Mapped[str] = mapped_column(String(20))  # train | validation | test
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
     meta: Mapped[dict | None] = mapped_column(JSON)

@@ -44,9 +44,15 @@ def summarize(session: Session) -> list[RepositorySummary]:
                 labels=session.scalar(labels.where(Label.deleted_at.is_(None))) or 0,
                 deleted_labels=session.scalar(labels.where(Label.deleted_at.is_not(None))) or 0,
                 template_labels=sorted(
-                    set(session.scalars(select(TemplateLabel.name).where(TemplateLabel.repository_id == repo.id)))
+                    set(
+                        session.scalars(
+                            select(TemplateLabel.name).where(TemplateLabel.repository_id == repo.id)
+                        )
+                    )
                 ),
-                newest_issue=session.scalar(select(func.max(Issue.created_at)).where(Issue.repository_id == repo.id)),
+                newest_issue=session.scalar(
+                    select(func.max(Issue.created_at)).where(Issue.repository_id == repo.id)
+                ),
                 cursor=cursor.since if cursor else None,
             )
         )
@@ -54,7 +60,9 @@ def summarize(session: Session) -> list[RepositorySummary]:
 
 
 def format_summaries(rows: list[RepositorySummary]) -> str:
-    header = f"{'repository':<28} {'issues':>7} {'PRs':>5} {'labeled':>8} {'labels':>7}  newest issue  form labels"
+    header = (
+        f"{'repository':<28} {'issues':>7} {'PRs':>5} {'labeled':>8} {'labels':>7}  newest issue  form labels"
+    )
     lines = [header, "-" * len(header)]
     for row in rows:
         newest = row.newest_issue.date().isoformat() if row.newest_issue else "-"

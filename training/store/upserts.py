@@ -125,9 +125,7 @@ def upsert_issue(
     """Store one issue and its current labels; label changes are kept as label events."""
     repository = catalogue.repository
     content_hash = record.content_hash()
-    issue = session.scalar(
-        select(Issue).where(Issue.repository_id == repository.id, Issue.key == record.key)
-    )
+    issue = session.scalar(select(Issue).where(Issue.repository_id == repository.id, Issue.key == record.key))
     if issue is not None:
         if issue.content_hash == content_hash:
             return Outcome.UNCHANGED
@@ -188,9 +186,7 @@ def upsert_issue(
     return outcome
 
 
-def set_template_labels(
-    session: Session, repository: Repository, by_source: dict[str, list[str]]
-) -> None:
+def set_template_labels(session: Session, repository: Repository, by_source: dict[str, list[str]]) -> None:
     """Record which labels each issue form applies; sources not given are left as they were."""
     for source, names in by_source.items():
         existing = {
