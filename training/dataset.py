@@ -309,7 +309,45 @@ def _assign_splits(
                 )
         if persist:
             session.flush()
+    if config.split_fractions[1] > 0 and not any(split == "validation" for split, _ in result.values()):
+        _carve_validation(session, labeled, learned, result, config, persist=persist)
     return result
+
+
+def _carve_validation(
+    session: Session,
+    labeled: list[Example],
+    learned: list[str],
+    result: dict[int, tuple[str, str]],
+    config: DatasetConfig,
+    *,
+    persist: bool,
+) -> None:
+    """Given splits without a validation part: take it from their training part."""
+    train = [e for e in labeled if result[e.issue_id][0] == "train"]
+    share = config.split_fractions[1] / (config.split_fractions[0] + config.split_fractions[1])
+    fractions = (1.0 - share, share, 0.0)
+    if all(e.created_at is not None for e in train):
+        carved = _time_split(train, fractions)
+    else:
+        carved = _stratified_split(train, learned, fractions, config.seed)
+    stamp = now()
+    for issue_id, split in carved.items():
+        if split != "validation":
+            continue
+        result[issue_id] = ("validation", "carved")
+        if persist:
+            row = session.get(SplitAssignment, issue_id)
+            if row is None:
+                session.add(
+                    SplitAssignment(
+                        issue_id=issue_id, split=split, assigned_at=stamp, meta={"method": "carved"}
+                    )
+                )
+            else:
+                row.split, row.meta = "validation", {"method": "carved"}
+    if persist:
+        session.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from training.store.upserts import (
     Counts,
     LabelCatalogue,
     ensure_repository,
+    record_given_split,
     set_template_labels,
     upsert_issue,
 )
@@ -71,6 +72,8 @@ def import_jsonl(
                     catalogue = catalogues[record.repo] = LabelCatalogue(session, repository)
                 report.counts.add(upsert_issue(session, catalogue, record, source="import"))
                 report.repositories.add(record.repo)
+                if record.split is not None:
+                    record_given_split(session, catalogue.repository, record.key, record.split)
         batch.clear()
 
     for record in read_jsonl(path, report, default_repo):

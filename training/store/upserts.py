@@ -17,6 +17,7 @@ from training.store.models import (
     Label,
     LabelEvent,
     Repository,
+    SplitAssignment,
     TemplateLabel,
 )
 
@@ -219,6 +220,20 @@ def replace_template_sources(
         if row.source not in by_source:
             session.delete(row)
     set_template_labels(session, repository, by_source)
+
+
+def record_given_split(session: Session, repository: Repository, key: str, split: str) -> None:
+    """A split that the data itself prescribes (published benchmarks), used as given."""
+    issue_id = session.scalar(select(Issue.id).where(Issue.repository_id == repository.id, Issue.key == key))
+    assert issue_id is not None, "record the split after storing the issue"
+    row = session.get(SplitAssignment, issue_id)
+    if row is None:
+        session.add(
+            SplitAssignment(issue_id=issue_id, split=split, assigned_at=now(), meta={"method": "given"})
+        )
+    elif row.split != split:
+        row.split, row.meta, row.assigned_at = split, {"method": "given"}, now()
+    session.flush()
 
 
 def cursor_of(session: Session, repository: Repository) -> FetchCursor:

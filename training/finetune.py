@@ -1,0 +1,213 @@
+"""Multi-label fine-tuning: AutoModelForSequenceClassification, sigmoid + BCE, best checkpoint.
+
+Sparse labels make a plain BCE fine-tune collapse onto label frequencies, so positives are
+weighted by the negative/positive ratio (capped), the fresh head learns faster than the encoder,
+and the checkpoint kept is the one with the best validation micro-F1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from safetensors import safe_open
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainingArguments,
+    get_linear_schedule_with_warmup,
+)
+
+from training.config import TrainingConfig
+from training.metrics import best_global_threshold_f1
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FineTuneResult:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    best_validation_micro_f1: float
+    seconds: float
+    pos_weight: list[float]
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> Dataset:
+    return Dataset.from_dict({"text": texts}).map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+class WeightedBCETrainer(Trainer):
+    """BCE with per-label positive weights; the model's own loss has none."""
+
+    def __init__(self, *args: object, pos_weight: torch.Tensor | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.pos_weight = pos_weight
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, object]:
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            outputs.logits, labels.to(outputs.logits.dtype), pos_weight=self.pos_weight
+        )
+        return (loss, outputs) if return_outputs else loss
+
+
+def _copy_base_pooler(model: PreTrainedModel, base_model: str) -> bool:
+    """An MLM checkpoint has no pooler; start from the base model's instead of a random one."""
+    weights = Path(base_model) / "model.safetensors"
+    if not weights.is_file() or not hasattr(model, "bert"):
+        return False
+    with safe_open(str(weights), "pt") as handle:
+        keys = {key.removeprefix("bert."): key for key in handle.keys() if "pooler." in key}
+        if not {"pooler.dense.weight", "pooler.dense.bias"} <= keys.keys():
+            return False
+        model.bert.pooler.dense.weight.data.copy_(handle.get_tensor(keys["pooler.dense.weight"]))
+        model.bert.pooler.dense.bias.data.copy_(handle.get_tensor(keys["pooler.dense.bias"]))
+    return True
+
+
+def positive_weights(targets: np.ndarray, cap: float) -> torch.Tensor:
+    positives = targets.sum(axis=0)
+    negatives = targets.shape[0] - positives
+    return torch.tensor(np.clip(negatives / np.maximum(positives, 1), 1.0, cap), dtype=torch.float32)
+
+
+def finetune(
+    encoder: str,
+    base_model: str,
+    label_names: list[str],
+    train: tuple[list[str], np.ndarray],
+    validation: tuple[list[str], np.ndarray],
+    workdir: Path,
+    config: TrainingConfig,
+) -> FineTuneResult:
+    """Train a classifier from ``encoder``; returns the best model by validation micro-F1."""
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        encoder,
+        num_labels=len(label_names),
+        problem_type="multi_label_classification",
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+    if encoder != base_model and _copy_base_pooler(model, base_model):
+        log.info("pooler copied from the base model (the adapted checkpoint has none)")
+
+    train_set = tokenize(tokenizer, train[0], config.max_length).add_column("labels", train[1].tolist())
+    validation_set = tokenize(tokenizer, validation[0], config.max_length).add_column(
+        "labels", validation[1].tolist()
+    )
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total_steps = config.max_steps or math.ceil(steps_per_epoch * config.epochs)
+    eval_every = min(steps_per_epoch, total_steps)
+
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier.")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier.")]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": body, "lr": config.learning_rate, "weight_decay": config.weight_decay},
+            {"params": head, "lr": config.head_learning_rate, "weight_decay": 0.0},
+        ]
+    )
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, math.ceil(total_steps * config.warmup_ratio), total_steps
+    )
+    pos_weight = positive_weights(train[1], config.pos_weight_cap) if config.pos_weight == "auto" else None
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits = (
+            prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        )
+        probabilities = 1 / (1 + np.exp(-logits))
+        return {"micro_f1": best_global_threshold_f1(prediction.label_ids, probabilities)}
+
+    args = TrainingArguments(
+        output_dir=str(workdir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=32,
+        max_steps=total_steps,
+        eval_strategy="steps",
+        eval_steps=eval_every,
+        save_strategy="steps",
+        save_steps=eval_every,
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="micro_f1",
+        greater_is_better=True,
+        logging_steps=max(1, eval_every // 2),
+        use_cpu=True,
+        seed=config.seed,
+        report_to=[],
+    )
+    trainer = WeightedBCETrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=validation_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        optimizers=(optimizer, scheduler),
+        pos_weight=pos_weight,
+    )
+    trainer.train()
+    best = trainer.state.best_metric
+    model = trainer.model
+    model.eval()
+    return FineTuneResult(
+        model=model,
+        tokenizer=tokenizer,
+        best_validation_micro_f1=float(best) if best is not None else float("nan"),
+        seconds=time.monotonic() - started,
+        pos_weight=pos_weight.tolist() if pos_weight is not None else [],
+    )
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Sigmoid probabilities from the PyTorch model, in batches."""
+    model.eval()
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        encoded = tokenizer(
+            texts[start : start + batch_size],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        chunks.append(torch.sigmoid(model(**encoded).logits).numpy())
+    if not chunks:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    return np.concatenate(chunks)

@@ -1,0 +1,144 @@
+"""Multi-label metrics, per-label thresholds and mutually exclusive label sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+
+def best_global_threshold_f1(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Micro-F1 at the best single threshold: robust to calibration, for checkpoint selection."""
+    best = 0.0
+    for threshold in np.linspace(0.05, 0.95, 19):
+        score = f1_score(targets, probabilities >= threshold, average="micro", zero_division=0)
+        best = max(best, float(score))
+    return best
+
+
+@dataclass
+class Thresholds:
+    """Per-label decision thresholds; ``reliable`` labels are the only ones the bot applies."""
+
+    values: dict[str, float]
+    reliable: dict[str, bool]
+    validation_f1: dict[str, float]
+    validation_support: dict[str, int]
+    exclusive_groups: list[list[str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "thresholds": self.values,
+            "reliable": self.reliable,
+            "validation_f1": self.validation_f1,
+            "validation_support": self.validation_support,
+            "exclusive_groups": self.exclusive_groups,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Thresholds:
+        return cls(
+            values={k: float(v) for k, v in data["thresholds"].items()},
+            reliable={k: bool(v) for k, v in data["reliable"].items()},
+            validation_f1=data.get("validation_f1", {}),
+            validation_support=data.get("validation_support", {}),
+            exclusive_groups=data.get("exclusive_groups", []),
+        )
+
+
+def _best_threshold(
+    y: np.ndarray, p: np.ndarray, objective: str, precision_target: float
+) -> tuple[float, float]:
+    """The threshold maximising F1 (or the lowest reaching the precision target) and its F1."""
+    candidates = np.unique(np.concatenate([p, [0.5]]))
+    best_t, best_f1, best_ok = 0.5, -1.0, False
+    for t in candidates:
+        predicted = p >= t
+        tp = float((predicted & (y == 1)).sum())
+        fp = float((predicted & (y == 0)).sum())
+        fn = float((~predicted & (y == 1)).sum())
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        if objective == "precision":
+            ok = tp > 0 and tp / (tp + fp) >= precision_target
+            if (ok, f1) > (best_ok, best_f1):
+                best_t, best_f1, best_ok = float(t), f1, ok
+        elif f1 > best_f1:
+            best_t, best_f1 = float(t), f1
+    return best_t, max(best_f1, 0.0)
+
+
+def tune_thresholds(
+    label_names: list[str],
+    targets: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    objective: str = "f1",
+    precision_target: float = 0.8,
+    min_support: int = 1,
+    f1_floor: float = 0.1,
+) -> Thresholds:
+    values, reliable, scores, support = {}, {}, {}, {}
+    for column, name in enumerate(label_names):
+        y, p = targets[:, column], probabilities[:, column]
+        n_pos = int(y.sum())
+        support[name] = n_pos
+        if n_pos == 0:
+            values[name], scores[name], reliable[name] = 0.5, 0.0, False
+            continue
+        threshold, f1 = _best_threshold(y, p, objective, precision_target)
+        values[name], scores[name] = threshold, f1
+        reliable[name] = n_pos >= min_support and f1 >= f1_floor
+    return Thresholds(values=values, reliable=reliable, validation_f1=scores, validation_support=support)
+
+
+def decide(probabilities: np.ndarray, label_names: list[str], thresholds: Thresholds) -> np.ndarray:
+    """0/1 predictions: threshold per label, unreliable labels never, one per exclusive group."""
+    limits = np.array([thresholds.values[name] for name in label_names])
+    usable = np.array([thresholds.reliable[name] for name in label_names])
+    predicted = (probabilities >= limits) & usable
+    index = {name: i for i, name in enumerate(label_names)}
+    for group in thresholds.exclusive_groups:
+        columns = [index[name] for name in group if name in index]
+        margin = probabilities[:, columns] / np.maximum(limits[columns], 1e-6)
+        keep = np.argmax(np.where(predicted[:, columns], margin, -np.inf), axis=1)
+        for j, column in enumerate(columns):
+            predicted[:, column] &= keep == j
+    return predicted.astype(np.int8)
+
+
+def exclusive_group(label_names: list[str], targets: np.ndarray, min_examples: int = 10) -> list[str]:
+    """The largest set of frequent labels (greedy, by frequency) never seen together on one issue."""
+    counts = targets.sum(axis=0)
+    order = [i for i in np.argsort(-counts) if counts[i] >= min_examples]
+    group: list[int] = []
+    for i in order:
+        if all(not np.any(targets[:, i].astype(bool) & targets[:, j].astype(bool)) for j in group):
+            group.append(int(i))
+    return [label_names[i] for i in group] if len(group) >= 2 else []
+
+
+def scores(label_names: list[str], targets: np.ndarray, predicted: np.ndarray) -> dict[str, object]:
+    """Micro and macro F1 and per-label precision/recall/F1/support."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        targets, predicted, average=None, zero_division=0
+    )
+    return {
+        "micro_f1": float(f1_score(targets, predicted, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(targets, predicted, average="macro", zero_division=0)),
+        "micro_precision": float(
+            precision_recall_fscore_support(targets, predicted, average="micro", zero_division=0)[0]
+        ),
+        "micro_recall": float(
+            precision_recall_fscore_support(targets, predicted, average="micro", zero_division=0)[1]
+        ),
+        "per_label": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(label_names)
+        },
+    }

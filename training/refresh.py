@@ -1,0 +1,400 @@
+"""``python -m training.refresh``: stored issues in, a verified model bundle out, promoted if not worse.
+
+fetch (or --from-jsonl) -> dataset -> adapt (MLM) -> fine-tune -> thresholds -> evaluate against
+baselines -> export ONNX -> quantize INT8 -> verify -> register -> promotion gate. Any failure
+leaves the bundle in service untouched and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import baselines
+from training.adapt import adapt_encoder
+from training.bundle import TOKENIZER_FILES, Bundle, BundleError, write_manifest
+from training.config import ConfigError, TrainingConfig, resolve_base_model
+from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
+from training.export import export_onnx, quantize_int8
+from training.fetch import FetchError, fetch_repository
+from training.finetune import finetune, predict_probabilities
+from training.github_client import GitHubAuthError, GitHubClients
+from training.jsonl_import import import_jsonl
+from training.logs import configure_logging
+from training.metrics import decide, exclusive_group, scores, tune_thresholds
+from training.model_card import model_card
+from training.registry import Registry
+from training.settings import Settings, SettingsError, load_settings
+from training.store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class RefreshError(Exception):
+    """A refresh that could not produce a servable bundle; the model in service is untouched."""
+
+
+@dataclass
+class RefreshResult:
+    repo: str
+    version: str
+    bundle_dir: Path
+    promoted: bool
+    reason: str
+    metrics: dict[str, object]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    log.info("stage %s ...", name)
+    started = time.monotonic()
+    yield
+    timings[name] = round(time.monotonic() - started, 2)
+    log.info("stage %s done in %.1fs", name, timings[name])
+
+
+def _split(dataset: IssueDataset, name: str) -> tuple[list[str], np.ndarray]:
+    return dataset.texts(name), dataset.targets(name)
+
+
+def _file_mb(path: Path) -> float:
+    return round(path.stat().st_size / 1e6, 2)
+
+
+def _candidate_vs_current(
+    current: Bundle, dataset: IssueDataset, candidate_scores: dict[str, object]
+) -> tuple[float, float]:
+    """Both models' test micro-F1 on the candidate's test split, over the candidate's labels."""
+    texts, targets = _split(dataset, "test")
+    decided = current.decide(current.probabilities(texts))
+    mapped = np.zeros_like(targets, dtype=np.int8)
+    for column, name in enumerate(dataset.label_names):
+        if name in current.labels:
+            mapped[:, column] = decided[:, current.labels.index(name)]
+    current_f1 = float(scores(dataset.label_names, targets, mapped)["micro_f1"])
+    return float(candidate_scores["micro_f1"]), current_f1  # type: ignore[arg-type]
+
+
+def run_refresh(
+    settings: Settings,
+    store: Store,
+    repo: str,
+    config: TrainingConfig,
+    *,
+    registry: Registry,
+    from_jsonl: list[Path] | None = None,
+    clients: GitHubClients | None = None,
+    force: bool = False,
+) -> RefreshResult:
+    """One full refresh of one repository."""
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    timings: dict[str, float] = {}
+    with _stage(timings, "data"):
+        if from_jsonl:
+            for path in from_jsonl:
+                report = import_jsonl(store, path, repos={repo}, template_labels=settings.template_labels)
+                log.info("%s: %s", path, report.counts.summary())
+        else:
+            if clients is None:
+                raise RefreshError("fetching needs GitHub credentials (or give --from-jsonl)")
+            fetch_repository(store, clients.for_repository(repo), repo, settings=settings)
+        with store.session() as session:
+            dataset = build_dataset(
+                session, [repo], DatasetConfig.from_settings(settings), persist_splits=True
+            )
+        for split in ("train", "validation", "test"):
+            if not dataset.splits[split]:
+                raise RefreshError(f"{repo}: the {split} split is empty; more labeled issues are needed")
+    labels = dataset.label_names
+    train, validation, test = (_split(dataset, name) for name in ("train", "validation", "test"))
+    base_model = resolve_base_model(config.base_model)
+    repo_dir = registry.repo_dir(repo)
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=".work-", dir=repo_dir))
+    version, bundle_dir = registry.new_version(repo)
+    finished = False
+    try:
+        encoder, adapt_info = base_model, None
+        if config.adapt:
+            with _stage(timings, "adapt"):
+                previous = registry.encoder_dir(repo)
+                start = str(previous) if (previous / "config.json").is_file() else base_model
+                texts = [e.text for e in dataset.unlabeled] + train[0]
+                adapted = adapt_encoder(texts, start, workdir / "encoder", config)
+                encoder = str(adapted.encoder_dir)
+                adapt_info = {
+                    "started_from": "previous adapted encoder" if start != base_model else config.base_model,
+                    "texts": adapted.texts,
+                    "held_out_mlm_loss_before": round(adapted.held_out_loss_before, 4),
+                    "held_out_mlm_loss_after": round(adapted.held_out_loss_after, 4),
+                }
+        with _stage(timings, "finetune"):
+            tuned = finetune(encoder, base_model, labels, train, validation, workdir / "checkpoints", config)
+            model, tokenizer = tuned.model, tuned.tokenizer
+        with _stage(timings, "thresholds"):
+            validation_probs = predict_probabilities(model, tokenizer, validation[0], config.max_length)
+            thresholds = tune_thresholds(
+                labels,
+                validation[1],
+                validation_probs,
+                objective=config.threshold_objective,
+                precision_target=config.precision_target,
+                min_support=config.min_validation_support,
+                f1_floor=config.reliable_f1_floor,
+            )
+            group_note = "no exclusive label set in the data"
+            if config.exclusive_groups:
+                group = exclusive_group(labels, np.vstack([train[1], validation[1]]))
+                if group:
+                    plain = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
+                    thresholds.exclusive_groups = [group]
+                    grouped = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
+                    if grouped["micro_f1"] < plain["micro_f1"]:  # type: ignore[operator]
+                        thresholds.exclusive_groups = []
+                        group_note = f"at most one of {group}: dropped, it measured worse on validation"
+                    else:
+                        group_note = f"at most one of {group}: kept, validation micro-F1 not lower"
+        with _stage(timings, "evaluate"):
+            test_probs = predict_probabilities(model, tokenizer, test[0], config.max_length)
+            test_scores = scores(labels, test[1], decide(test_probs, labels, thresholds))
+            naive_bayes = baselines.naive_bayes(labels, train, test)
+            tfidf = baselines.tfidf_logreg(labels, train, validation, test)
+
+        with _stage(timings, "export"):
+            for name in TOKENIZER_FILES:
+                tokenizer_dir = Path(encoder)
+                if (tokenizer_dir / name).is_file():
+                    shutil.copy(tokenizer_dir / name, bundle_dir / name)
+            if not (bundle_dir / "tokenizer.json").is_file():
+                tokenizer.save_pretrained(workdir / "tokenizer")
+                for name in TOKENIZER_FILES:
+                    if (workdir / "tokenizer" / name).is_file():
+                        shutil.copy(workdir / "tokenizer" / name, bundle_dir / name)
+            (bundle_dir / "labels.json").write_text(json.dumps(labels, indent=2))
+            (bundle_dir / "thresholds.json").write_text(json.dumps(thresholds.to_json(), indent=2))
+            fp32_path = export_onnx(model, tokenizer, workdir / "model_fp32.onnx")
+            shutil.copy(fp32_path, bundle_dir / "model.onnx")
+            info = {"version": version, "repo": repo, "max_length": config.max_length, "precision": "fp32"}
+            write_manifest(bundle_dir, info)
+            fp32_probs = Bundle(bundle_dir).probabilities(test[0])
+            fp32_diff = float(np.abs(fp32_probs - test_probs).max()) if len(test[0]) else 0.0
+            if fp32_diff > config.onnx_max_prob_diff:
+                raise RefreshError(
+                    f"ONNX fp32 differs from PyTorch by {fp32_diff:.2e} (> {config.onnx_max_prob_diff:.0e}); "
+                    "the export is wrong, nothing was registered"
+                )
+        precision, precision_reason, int8_scores = "fp32", "quantization disabled", None
+        if config.quantize:
+            with _stage(timings, "quantize"):
+                int8_path = quantize_int8(fp32_path, workdir / "model_int8.onnx")
+                shutil.copy(int8_path, bundle_dir / "model.onnx")
+                write_manifest(bundle_dir, info | {"precision": "int8"})
+                int8_bundle = Bundle(bundle_dir)
+                int8_scores = scores(labels, test[1], int8_bundle.decide(int8_bundle.probabilities(test[0])))
+                drop = float(test_scores["micro_f1"]) - float(int8_scores["micro_f1"])  # type: ignore[arg-type]
+                if drop > config.int8_max_f1_drop:
+                    shutil.copy(fp32_path, bundle_dir / "model.onnx")
+                    precision_reason = (
+                        f"INT8 lost {drop:.3f} test micro-F1 (> {config.int8_max_f1_drop}); serving fp32 ONNX"
+                    )
+                else:
+                    precision = "int8"
+                    precision_reason = (
+                        f"INT8 within {config.int8_max_f1_drop} micro-F1 of PyTorch ({drop:+.3f})"
+                    )
+                log.info("%s", precision_reason)
+
+        metrics: dict[str, object] = {
+            "version": version,
+            "repo": repo,
+            "created_at": datetime.now(UTC).isoformat(),
+            "labels": labels,
+            "test": test_scores,
+            "validation": {"best_checkpoint_micro_f1": tuned.best_validation_micro_f1},
+            "baselines": {"naive_bayes": naive_bayes, "tfidf_logreg": tfidf},
+            "onnx_fp32": {"max_prob_diff_vs_pytorch": fp32_diff, "size_mb": _file_mb(fp32_path)},
+            "onnx_int8": (int8_scores or {})
+            | ({"size_mb": _file_mb(workdir / "model_int8.onnx")} if int8_scores else {}),
+            "served_precision": precision,
+            "served_precision_reason": precision_reason,
+            "exclusive_groups": group_note,
+            "adaptation": adapt_info,
+            "counts": dataset.manifest()["counts"],
+            "timings_s": timings,
+        }
+        (bundle_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (bundle_dir / "training_config.json").write_text(config.model_dump_json(indent=2))
+        (bundle_dir / "data_manifest.json").write_text(json.dumps(dataset.manifest(), indent=2))
+        (bundle_dir / "MODEL_CARD.md").write_text(model_card(metrics, dataset.manifest(), config, thresholds))
+        write_manifest(bundle_dir, info | {"precision": precision})
+        Bundle(bundle_dir)  # the bundle as written must load and verify
+        finished = True
+    finally:
+        if not finished:
+            shutil.rmtree(bundle_dir, ignore_errors=True)
+    try:
+        with _stage(timings, "promote"):
+            promoted, reason = _gate(registry, repo, version, dataset, test_scores, config, force)
+            if promoted and config.adapt:
+                target = registry.encoder_dir(repo)
+                staging = repo_dir / ".encoder.new"
+                shutil.rmtree(staging, ignore_errors=True)
+                shutil.move(str(workdir / "encoder"), staging)
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
+            registry.prune(repo, config.keep_bundles)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return RefreshResult(repo, version, bundle_dir, promoted, reason, metrics, timings)
+
+
+def _gate(
+    registry: Registry,
+    repo: str,
+    version: str,
+    dataset: IssueDataset,
+    test_scores: dict[str, object],
+    config: TrainingConfig,
+    force: bool,
+) -> tuple[bool, str]:
+    """Promote unless the candidate is worse than the bundle in service on the same test split."""
+    try:
+        current = registry.load_current(repo)
+    except BundleError as exc:
+        log.warning("the bundle in service cannot be loaded (%s); the candidate replaces it", exc)
+        current = None
+    if current is None:
+        registry.promote(repo, version)
+        return True, "no bundle in service"
+    candidate_f1, current_f1 = _candidate_vs_current(current, dataset, test_scores)
+    comparison = f"test micro-F1 {candidate_f1:.3f} vs {current_f1:.3f} for {current.version} in service"
+    if candidate_f1 + config.promote_tolerance >= current_f1:
+        registry.promote(repo, version)
+        return True, comparison
+    if force:
+        registry.promote(repo, version)
+        return True, comparison + "; promoted anyway (--force)"
+    reason = comparison + f"; worse by more than {config.promote_tolerance}: not promoted"
+    registry.reject(repo, version, reason)
+    return False, reason
+
+
+def summary_table(result: RefreshResult) -> str:
+    m = result.metrics
+    test, base = m["test"], m["baselines"]
+    int8 = m.get("onnx_int8") or {}
+    rows = [
+        ("fine-tuned transformer (PyTorch)", test["micro_f1"], test["macro_f1"]),  # type: ignore[index]
+        ("  served ONNX INT8", int8.get("micro_f1"), int8.get("macro_f1")),  # type: ignore[union-attr]
+        ("Naive Bayes baseline", base["naive_bayes"]["micro_f1"], base["naive_bayes"]["macro_f1"]),  # type: ignore[index]
+        ("TF-IDF + LR baseline", base["tfidf_logreg"]["micro_f1"], base["tfidf_logreg"]["macro_f1"]),  # type: ignore[index]
+    ]
+    lines = [f"{'model':<34} {'micro F1':>9} {'macro F1':>9}", "-" * 54]
+    for name, micro, macro in rows:
+        if micro is None:
+            continue
+        lines.append(f"{name:<34} {micro:>9.3f} {macro:>9.3f}")
+    counts = m["counts"]
+    lines += [
+        "",
+        f"data: train {counts['train']}, validation {counts['validation']}, test {counts['test']}, "  # type: ignore[index]
+        f"unlabeled {counts['unlabeled']}",  # type: ignore[index]
+        "stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items()),
+        f"served: {m['served_precision']} ({m['served_precision_reason']})",
+        f"bundle {result.version}: {'PROMOTED' if result.promoted else 'NOT PROMOTED'} — {result.reason}",
+        f"  {result.bundle_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.refresh", description=__doc__)
+    parser.add_argument("--repo", required=True, metavar="OWNER/NAME")
+    parser.add_argument(
+        "--from-jsonl",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="train from a JSONL export instead of fetching (only --repo's rows)",
+    )
+    parser.add_argument(
+        "--registry", type=Path, help="model registry folder (default: ISSUE_LABELER_REGISTRY_DIR)"
+    )
+    parser.add_argument("--config", type=Path, help="YAML or JSON file of training arguments")
+    parser.add_argument("--no-adapt", action="store_true", help="skip domain adaptation (vanilla fine-tune)")
+    parser.add_argument(
+        "--force", action="store_true", help="promote even if worse than the bundle in service"
+    )
+    parser.add_argument(
+        "--rollback",
+        nargs="?",
+        const="",
+        metavar="VERSION",
+        help="serve VERSION, or the previously promoted bundle, and exit",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
+    except (SettingsError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.no_adapt:
+        config = config.model_copy(update={"adapt": False})
+    configure_logging(settings.log_level)
+    registry = Registry(args.registry or settings.registry_dir)
+    if args.rollback is not None:
+        try:
+            version = registry.rollback(args.repo, args.rollback or None)
+        except BundleError as exc:
+            log.error("%s", exc)
+            return 1
+        log.info("%s: now serving %s", args.repo, version)
+        return 0
+    try:
+        store = Store(settings.database_url)
+    except StoreUnavailable as exc:
+        log.error("%s", exc)
+        return 2
+    clients = None
+    try:
+        if not args.from_jsonl:
+            clients = GitHubClients(settings)
+        result = run_refresh(
+            settings,
+            store,
+            args.repo,
+            config,
+            registry=registry,
+            from_jsonl=args.from_jsonl,
+            clients=clients,
+            force=args.force,
+        )
+    except (RefreshError, DatasetError, FetchError, GitHubAuthError, BundleError, FileNotFoundError) as exc:
+        log.error("refresh of %s failed, the bundle in service is unchanged: %s", args.repo, exc)
+        return 1
+    finally:
+        store.close()
+        if clients is not None:
+            clients.close()
+    print(summary_table(result))  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The model registry: bundle versions per repository, ``current`` switched atomically.
+
+Layout: ``<registry>/<owner>__<name>/<version>/`` for bundles, ``current`` a symlink to the one in
+service, ``encoder/`` the latest domain-adapted encoder (the next refresh continues from it).
+A rejected bundle is kept with a ``REJECTED`` file saying why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from training.bundle import MANIFEST, Bundle, BundleError
+
+CURRENT = "current"
+REJECTED = "REJECTED"
+PROMOTED = "PROMOTED"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    path: Path
+    status: str  # current | promoted | rejected | candidate
+    reason: str | None
+    test_micro_f1: float | None
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def repo_dir(self, repo: str) -> Path:
+        if repo.count("/") != 1:
+            raise ValueError(f"expected OWNER/NAME, got {repo!r}")
+        return self.root / repo.replace("/", "__")
+
+    def encoder_dir(self, repo: str) -> Path:
+        return self.repo_dir(repo) / "encoder"
+
+    def new_version(self, repo: str) -> tuple[str, Path]:
+        """A fresh, empty version folder named by the UTC time (sortable)."""
+        base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        version, n = base, 1
+        while (self.repo_dir(repo) / version).exists():
+            n += 1
+            version = f"{base}-{n}"
+        path = self.repo_dir(repo) / version
+        path.mkdir(parents=True)
+        return version, path
+
+    def current_version(self, repo: str) -> str | None:
+        link = self.repo_dir(repo) / CURRENT
+        return os.readlink(link) if link.is_symlink() else None
+
+    def load(self, repo: str, version: str, *, threads: int = 1) -> Bundle:
+        return Bundle(self.repo_dir(repo) / version, threads=threads)
+
+    def load_current(self, repo: str, *, threads: int = 1) -> Bundle | None:
+        version = self.current_version(repo)
+        return None if version is None else self.load(repo, version, threads=threads)
+
+    def promote(self, repo: str, version: str) -> None:
+        """Verify the bundle, then point ``current`` at it in one atomic rename."""
+        Bundle(self.repo_dir(repo) / version)  # raises BundleError: current stays as it is
+        repo_dir = self.repo_dir(repo)
+        temporary = repo_dir / f".{CURRENT}.{os.getpid()}"
+        if temporary.is_symlink() or temporary.exists():
+            temporary.unlink()
+        temporary.symlink_to(version)
+        os.replace(temporary, repo_dir / CURRENT)
+        (repo_dir / version / PROMOTED).write_text(datetime.now(UTC).isoformat())
+        (repo_dir / version / REJECTED).unlink(missing_ok=True)
+
+    def reject(self, repo: str, version: str, reason: str) -> None:
+        (self.repo_dir(repo) / version / REJECTED).write_text(reason + "\n")
+
+    def versions(self, repo: str) -> list[VersionInfo]:
+        repo_dir = self.repo_dir(repo)
+        if not repo_dir.is_dir():
+            return []
+        current = self.current_version(repo)
+        result = []
+        for path in sorted(p for p in repo_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file()):
+            rejected = path / REJECTED
+            status = (
+                "current"
+                if path.name == current
+                else "rejected"
+                if rejected.is_file()
+                else "promoted"
+                if (path / PROMOTED).is_file()
+                else "candidate"
+            )
+            metrics_path = path / "metrics.json"
+            f1 = None
+            if metrics_path.is_file():
+                f1 = json.loads(metrics_path.read_text()).get("test", {}).get("micro_f1")
+            reason = rejected.read_text().strip() if rejected.is_file() else None
+            result.append(VersionInfo(path.name, path, status, reason, f1))
+        return result
+
+    def rollback(self, repo: str, version: str | None = None) -> str:
+        """Serve ``version``, or the promoted bundle before the current one."""
+        if version is None:
+            current = self.current_version(repo)
+            earlier = [
+                v.version
+                for v in self.versions(repo)
+                if v.status == "promoted" and (current is None or v.version < current)
+            ]
+            if not earlier:
+                raise BundleError(f"{repo}: no earlier promoted bundle to roll back to")
+            version = earlier[-1]
+        if not (self.repo_dir(repo) / version).is_dir():
+            raise BundleError(f"{repo}: no bundle version {version}")
+        self.promote(repo, version)
+        return version
+
+    def prune(self, repo: str, keep: int) -> list[str]:
+        """Delete all but the newest ``keep`` bundles; the one in service is always kept."""
+        current = self.current_version(repo)
+        versions = [v.version for v in self.versions(repo)]
+        removed = []
+        for version in versions[: max(len(versions) - keep, 0)]:
+            if version != current:
+                shutil.rmtree(self.repo_dir(repo) / version)
+                removed.append(version)
+        return removed
