@@ -20,7 +20,6 @@ from training.metrics import Thresholds, decide
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
 class BundleError(Exception):

@@ -50,10 +50,14 @@ class Thresholds:
 def _best_threshold(
     y: np.ndarray, p: np.ndarray, objective: str, precision_target: float
 ) -> tuple[float, float]:
-    """The threshold maximising F1 (or the lowest reaching the precision target) and its F1."""
-    candidates = np.unique(np.concatenate([p, [0.5]]))
-    best_t, best_f1, best_ok = 0.5, -1.0, False
-    for t in candidates:
+    """The threshold maximising F1 (or the lowest reaching the precision target) and its F1.
+
+    The threshold is put half-way between the deciding score and the next lower one, not on the
+    score itself, so that a new issue scoring a little under the validation example still counts.
+    """
+    candidates = np.unique(p)
+    best_i, best_f1, best_ok = 0, -1.0, False
+    for i, t in enumerate(candidates):
         predicted = p >= t
         tp = float((predicted & (y == 1)).sum())
         fp = float((predicted & (y == 0)).sum())
@@ -62,10 +66,11 @@ def _best_threshold(
         if objective == "precision":
             ok = tp > 0 and tp / (tp + fp) >= precision_target
             if (ok, f1) > (best_ok, best_f1):
-                best_t, best_f1, best_ok = float(t), f1, ok
+                best_i, best_f1, best_ok = i, f1, ok
         elif f1 > best_f1:
-            best_t, best_f1 = float(t), f1
-    return best_t, max(best_f1, 0.0)
+            best_i, best_f1 = i, f1
+    lower = candidates[best_i - 1] if best_i > 0 else 0.0
+    return float((candidates[best_i] + lower) / 2), max(best_f1, 0.0)
 
 
 def tune_thresholds(

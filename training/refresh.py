@@ -25,7 +25,7 @@ import torch
 
 from training import baselines
 from training.adapt import adapt_encoder
-from training.bundle import TOKENIZER_FILES, Bundle, BundleError, write_manifest
+from training.bundle import Bundle, BundleError, write_manifest
 from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
 from training.export import export_onnx, quantize_int8
@@ -176,15 +176,7 @@ def run_refresh(
             tfidf = baselines.tfidf_logreg(labels, train, validation, test)
 
         with _stage(timings, "export"):
-            for name in TOKENIZER_FILES:
-                tokenizer_dir = Path(encoder)
-                if (tokenizer_dir / name).is_file():
-                    shutil.copy(tokenizer_dir / name, bundle_dir / name)
-            if not (bundle_dir / "tokenizer.json").is_file():
-                tokenizer.save_pretrained(workdir / "tokenizer")
-                for name in TOKENIZER_FILES:
-                    if (workdir / "tokenizer" / name).is_file():
-                        shutil.copy(workdir / "tokenizer" / name, bundle_dir / name)
+            tokenizer.save_pretrained(bundle_dir)
             (bundle_dir / "labels.json").write_text(json.dumps(labels, indent=2))
             (bundle_dir / "thresholds.json").write_text(json.dumps(thresholds.to_json(), indent=2))
             fp32_path = export_onnx(model, tokenizer, workdir / "model_fp32.onnx")

@@ -85,7 +85,9 @@ class Registry:
             return []
         current = self.current_version(repo)
         result = []
-        for path in sorted(p for p in repo_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file()):
+        for path in sorted(
+            p for p in repo_dir.iterdir() if p.is_dir() and not p.is_symlink() and (p / MANIFEST).is_file()
+        ):
             rejected = path / REJECTED
             status = (
                 "current"

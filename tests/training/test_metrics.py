@@ -1,0 +1,59 @@
+"""Thresholds, reliability and exclusive label sets: small exact cases."""
+
+import numpy as np
+
+from training.metrics import Thresholds, decide, exclusive_group, scores, tune_thresholds
+
+LABELS = ["bug", "feature", "docs"]
+
+
+def test_threshold_per_label_maximises_validation_f1_and_marks_unreliable_labels() -> None:
+    y = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 0]])
+    p = np.array([[0.30, 0.1, 0.2], [0.35, 0.2, 0.1], [0.10, 0.9, 0.3], [0.05, 0.2, 0.2], [0.2, 0.6, 0.1]])
+    t = tune_thresholds(LABELS, y, p, f1_floor=0.5)
+    assert t.values["bug"] == 0.25  # half-way between the lowest positive and the highest negative
+    assert t.validation_f1["bug"] == 1.0 and t.reliable["bug"]
+    assert t.validation_support["docs"] == 0 and not t.reliable["docs"]
+    assert t.validation_f1["feature"] < 1.0
+
+
+def test_precision_objective_takes_the_threshold_that_reaches_the_target() -> None:
+    y = np.array([[1], [1], [0], [1], [0]])
+    p = np.array([[0.9], [0.8], [0.7], [0.6], [0.1]])
+    by_f1 = tune_thresholds(["x"], y, p)
+    by_precision = tune_thresholds(["x"], y, p, objective="precision", precision_target=1.0)
+    assert by_f1.values["x"] == 0.35
+    assert by_precision.values["x"] == 0.75
+
+
+def test_decide_never_applies_unreliable_labels_and_one_per_exclusive_group() -> None:
+    thresholds = Thresholds(
+        values={"bug": 0.5, "feature": 0.4, "docs": 0.5},
+        reliable={"bug": True, "feature": True, "docs": False},
+        validation_f1={},
+        validation_support={},
+    )
+    p = np.array([[0.9, 0.6, 0.99], [0.6, 0.7, 0.0]])
+    assert decide(p, LABELS, thresholds).tolist() == [[1, 1, 0], [1, 1, 0]]
+    thresholds.exclusive_groups = [["bug", "feature"]]
+    # score/threshold: 1.8 > 1.5 keeps bug; 1.75 > 1.2 keeps feature
+    assert decide(p, LABELS, thresholds).tolist() == [[1, 0, 0], [0, 1, 0]]
+
+
+def test_exclusive_group_is_found_only_among_labels_never_seen_together() -> None:
+    y = np.zeros((40, 3), dtype=int)
+    y[:15, 0] = 1
+    y[15:30, 1] = 1
+    y[5:20, 2] = 1  # docs co-occurs with both
+    assert exclusive_group(LABELS, y) == ["bug", "feature"]
+    y[0, 1] = 1
+    assert exclusive_group(LABELS, y) == []
+
+
+def test_scores_report_micro_macro_and_per_label() -> None:
+    y = np.array([[1, 0, 0], [0, 1, 0]])
+    predicted = np.array([[1, 0, 0], [0, 0, 1]])
+    result = scores(LABELS, y, predicted)
+    assert result["micro_f1"] == 0.5
+    assert result["per_label"]["bug"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
+    assert result["per_label"]["docs"]["support"] == 0

@@ -1,0 +1,227 @@
+"""The model pipeline end to end on a slice of real sklearn issues, with the packaged weights.
+
+Tiny on purpose (sequence length 32, a few steps) so it runs in CI in a few minutes; quality is
+measured by benchmarks/, not here.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_settings
+from training.bundle import Bundle, BundleError, write_manifest
+from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
+from training.export import export_onnx
+from training.finetune import finetune, predict_probabilities
+from training.refresh import run_refresh
+from training.registry import Registry
+from training.settings import Settings
+from training.store import Store
+
+REPO = "scikit-learn/scikit-learn"
+TINY = TrainingConfig(
+    max_length=32,
+    mlm_max_length=32,
+    mlm_max_steps=3,
+    mlm_head_warmup_steps=2,
+    mlm_batch_size=8,
+    max_steps=10,
+    batch_size=8,
+    torch_threads=2,
+)
+
+
+@pytest.fixture(scope="module")
+def slice_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import SHARED_DATA
+
+    source = SHARED_DATA / "sklearn_surya" / "issues.jsonl"
+    if not source.is_file():
+        pytest.fail(f"the shared issue data is missing: {source}", pytrace=False)
+    path = tmp_path_factory.mktemp("data") / "slice.jsonl"
+    path.write_text("".join(source.read_text().splitlines(keepends=True)[:80]))
+    return path
+
+
+@pytest.fixture
+def small_settings(tmp_path: Path) -> Settings:
+    # 80 issues hold few hand-applied labels with 10 examples: learn the form labels too, from 5.
+    return make_settings(
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        registry_dir=tmp_path / "models",
+        min_label_examples=5,
+        exclude_template_labels=False,
+    )
+
+
+def _refresh(settings: Settings, slice_path: Path, config: TrainingConfig, **kw: object):  # type: ignore[no-untyped-def]
+    store = Store(settings.database_url)
+    try:
+        return run_refresh(
+            settings,
+            store,
+            REPO,
+            config,
+            registry=Registry(settings.registry_dir),
+            from_jsonl=[slice_path],
+            **kw,
+        )
+    finally:
+        store.close()
+
+
+def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings, slice_path: Path) -> None:
+    result = _refresh(small_settings, slice_path, TINY)
+    registry = Registry(small_settings.registry_dir)
+    assert result.promoted and result.reason == "no bundle in service"
+    assert registry.current_version(REPO) == result.version
+    files = {p.name for p in result.bundle_dir.iterdir()}
+    assert {
+        "model.onnx",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "labels.json",
+        "thresholds.json",
+        "metrics.json",
+        "training_config.json",
+        "data_manifest.json",
+        "MODEL_CARD.md",
+        "bundle.json",
+    } <= files
+
+    metrics = json.loads((result.bundle_dir / "metrics.json").read_text())
+    for key in ("micro_f1", "macro_f1", "per_label"):
+        assert key in metrics["test"]
+    for baseline in ("naive_bayes", "tfidf_logreg"):
+        assert 0 <= metrics["baselines"][baseline]["micro_f1"] <= 1
+    assert metrics["onnx_fp32"]["max_prob_diff_vs_pytorch"] <= 1e-4
+    assert (
+        "micro_f1" in metrics["onnx_int8"]
+        and metrics["onnx_int8"]["size_mb"] < metrics["onnx_fp32"]["size_mb"] / 3
+    )
+    assert metrics["served_precision"] in {"int8", "fp32"} and metrics["served_precision_reason"]
+    assert set(metrics["counts"]) >= {"train", "validation", "test", "unlabeled"}
+    assert {"data", "adapt", "finetune", "evaluate", "export", "quantize"} <= set(metrics["timings_s"])
+    assert metrics["adaptation"]["started_from"] == PACKAGED_MODEL
+    manifest = json.loads((result.bundle_dir / "data_manifest.json").read_text())
+    assert len(manifest["split_hash"]) == 64
+    assert "Bug" in (result.bundle_dir / "MODEL_CARD.md").read_text()
+
+    bundle = registry.load_current(REPO)
+    assert bundle is not None and bundle.labels == metrics["labels"]
+    predictions = bundle.predict(
+        "Crash in DecisionTreeRegressor with NaN", "### Describe the bug\n\nTraceback"
+    )
+    assert {p.label for p in predictions} == set(bundle.labels)
+    assert all(0 <= p.score <= 1 for p in predictions)
+    assert (registry.encoder_dir(REPO) / "config.json").is_file()
+
+    # A later refresh continues from the adapted encoder; a model that applies nothing is not promoted.
+    useless = TINY.model_copy(update={"min_validation_support": 10**6})
+    second = _refresh(small_settings, slice_path, useless)
+    assert not second.promoted and "not promoted" in second.reason
+    assert second.metrics["adaptation"]["started_from"] == "previous adapted encoder"
+    assert registry.current_version(REPO) == result.version
+    assert "not promoted" in (second.bundle_dir / "REJECTED").read_text()
+    assert [v.status for v in registry.versions(REPO)] == ["current", "rejected"]
+
+    forced = _refresh(small_settings, slice_path, useless.model_copy(update={"adapt": False}), force=True)
+    assert forced.promoted and "--force" in forced.reason and forced.metrics["adaptation"] is None
+    assert registry.rollback(REPO) == result.version
+    assert registry.current_version(REPO) == result.version
+
+
+def test_a_corrupted_bundle_is_refused_and_the_current_one_keeps_serving(
+    small_settings: Settings, slice_path: Path
+) -> None:
+    config = TINY.model_copy(update={"adapt": False, "quantize": False})
+    first = _refresh(small_settings, slice_path, config)
+    registry = Registry(small_settings.registry_dir)
+    second = _refresh(small_settings, slice_path, config.model_copy(update={"min_validation_support": 10**6}))
+    assert not second.promoted
+    model = second.bundle_dir / "model.onnx"
+    model.write_bytes(model.read_bytes()[:1000])
+    with pytest.raises(BundleError, match="model.onnx is corrupted"):
+        registry.promote(REPO, second.version)
+    assert registry.current_version(REPO) == first.version
+    assert registry.load_current(REPO) is not None
+    (first.bundle_dir / "labels.json").write_text('["tampered"]')
+    with pytest.raises(BundleError, match="labels.json is corrupted"):
+        registry.load_current(REPO)
+
+
+def test_stages_compose_by_hand_and_onnx_matches_pytorch(
+    small_settings: Settings, slice_path: Path, tmp_path: Path
+) -> None:
+    """Each stage is usable on its own: fine-tune, export, wrap as a bundle, compare outputs."""
+    texts = [json.loads(line)["title"] for line in slice_path.read_text().splitlines()]
+    labels = ["first half", "second half"]
+    targets = np.array(
+        [[1, 0] if i < len(texts) // 2 else [0, 1] for i in range(len(texts))], dtype=np.float32
+    )
+    base = resolve_base_model(PACKAGED_MODEL)
+    tuned = finetune(
+        base, base, labels, (texts, targets), (texts[:10], targets[:10]), tmp_path / "ckpt", TINY
+    )
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    export_onnx(tuned.model, tuned.tokenizer, folder / "model.onnx")
+    tuned.tokenizer.save_pretrained(folder)
+    (folder / "labels.json").write_text(json.dumps(labels))
+    thresholds = {"thresholds": {n: 0.5 for n in labels}, "reliable": {n: True for n in labels}}
+    (folder / "thresholds.json").write_text(json.dumps(thresholds))
+    write_manifest(folder, {"version": "by-hand", "repo": REPO, "max_length": 32, "precision": "fp32"})
+    onnx = Bundle(folder).probabilities(texts)
+    torch_probs = predict_probabilities(tuned.model, tuned.tokenizer, texts, max_length=32)
+    assert onnx.shape == (len(texts), 2)
+    assert np.abs(onnx - torch_probs).max() <= 1e-4
+
+
+def test_refresh_cli_rejects_a_bad_config_file(tmp_path: Path) -> None:
+    bad = tmp_path / "train.yml"
+    bad.write_text("epoch: 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "training.refresh", "--repo", REPO, "--config", str(bad)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "epoch: Extra inputs are not permitted" in result.stderr
+
+
+def test_refresh_cli_fails_cleanly_and_leaves_the_registry_untouched(
+    tmp_path: Path, slice_path: Path
+) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+        "HF_HUB_OFFLINE": "1",
+        "ISSUE_LABELER_TEMPLATE_LABELS": json.dumps(
+            {REPO: ["Bug", "New Feature", "Documentation", "Needs Triage"]}
+        ),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.refresh",
+            "--repo",
+            REPO,
+            "--from-jsonl",
+            str(slice_path),
+            "--registry",
+            str(tmp_path / "models"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    # 80 issues have no hand-applied label with 10 examples once the form labels are excluded.
+    assert result.returncode == 1
+    assert "the bundle in service is unchanged" in result.stderr
+    assert not any((tmp_path / "models").rglob("bundle.json"))
