@@ -48,6 +48,39 @@ def _tokenized(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length:
     )
 
 
+class MaskedOnlyTrainer(Trainer):
+    """MLM loss with vocabulary logits computed only at masked positions.
+
+    The vocabulary projection (30k outputs per token) dominates an MLM step of a small encoder;
+    only the ~15% masked positions contribute to the loss, so the others are skipped.
+    """
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, object]:
+        head = _mlm_head(model)
+        if head is None or return_outputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        hidden = model.base_model(**inputs).last_hidden_state
+        masked = labels != -100
+        logits = head(hidden[masked])
+        return torch.nn.functional.cross_entropy(logits, labels[masked])
+
+
+def _mlm_head(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The prediction head of the usual MLM architectures (BERT ``cls``, RoBERTa ``lm_head``)."""
+    for name in ("cls", "lm_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, torch.nn.Module):
+            return head
+    return None
+
+
 def _train(
     model: PreTrainedModel,
     dataset: Dataset,
@@ -73,7 +106,7 @@ def _train(
         report_to=[],
         disable_tqdm=False,
     )
-    Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
+    MaskedOnlyTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
 
 
 @torch.no_grad()
