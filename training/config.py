@@ -70,6 +70,9 @@ class TrainingConfig(BaseModel):
         default=0.0, ge=0, description="promote if test micro-F1 is at most this much below current"
     )
     keep_bundles: int = Field(default=5, ge=1)
+    keep_pytorch_model: bool = Field(
+        default=False, description="also keep the PyTorch model and fp32 ONNX in the bundle (benchmarks)"
+    )
     seed: int = 42
     torch_threads: int | None = Field(default=None, ge=1)
 

@@ -21,7 +21,8 @@ def model_card(metrics: dict, manifest: dict, config: TrainingConfig, thresholds
         + f"fine-tuned for multi-label classification (sigmoid + BCE), max {config.max_length} tokens. "
         f"Served as ONNX {metrics['served_precision']} ({metrics['served_precision_reason']}).",
         "",
-        f"Data: {counts['train']} training, {counts['validation']} validation and {counts['test']} test issues "
+        f"Data: {counts['train']} training, {counts['validation']} validation and "
+        f"{counts['test']} test issues "
         f"({manifest['split_method']} split, hash `{manifest['split_hash'][:16]}`), "
         f"{counts['unlabeled']} unlabeled issues for adaptation.",
         "",
@@ -32,13 +33,15 @@ def model_card(metrics: dict, manifest: dict, config: TrainingConfig, thresholds
         f"| TF-IDF + logistic regression | {base['tfidf_logreg']['micro_f1']:.3f} | "
         f"{base['tfidf_logreg']['macro_f1']:.3f} |",
         "",
-        "| label | threshold | applied by the bot | validation F1 | test precision | test recall | test support |",
+        "| label | threshold | applied by the bot | validation F1 | test precision | test recall "
+        "| test support |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in test["per_label"].items():
         lines.append(
             f"| {name} | {thresholds.values[name]:.2f} | {'yes' if thresholds.reliable[name] else 'no'} | "
-            f"{thresholds.validation_f1[name]:.2f} | {row['precision']:.2f} | {row['recall']:.2f} | {row['support']} |"
+            f"{thresholds.validation_f1[name]:.2f} | {row['precision']:.2f} | {row['recall']:.2f} "
+            f"| {row['support']} |"
         )
     lines += [
         "",

@@ -229,6 +229,10 @@ def run_refresh(
             "counts": dataset.manifest()["counts"],
             "timings_s": timings,
         }
+        if config.keep_pytorch_model:
+            model.save_pretrained(bundle_dir / "pytorch")
+            tokenizer.save_pretrained(bundle_dir / "pytorch")
+            shutil.copy(fp32_path, bundle_dir / "model_fp32.onnx")
         (bundle_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (bundle_dir / "training_config.json").write_text(config.model_dump_json(indent=2))
         (bundle_dir / "data_manifest.json").write_text(json.dumps(dataset.manifest(), indent=2))

@@ -141,3 +141,27 @@ def test_unknown_repository_and_nothing_to_learn(store: Store, shared_data: Path
             build_dataset(session, ["octo/nothing"], DatasetConfig())
         with pytest.raises(DatasetError, match="lower ISSUE_LABELER_MIN_LABEL_EXAMPLES"):
             build_dataset(session, ["rails/rails"], DatasetConfig(min_label_examples=1000))
+
+
+def test_a_split_given_in_the_data_is_used_and_validation_carved_from_train(
+    store: Store, shared_data: Path, tmp_path: Path
+) -> None:
+    """Published benchmarks carry their split: reproduce it exactly, carve validation from train."""
+    rows = [json.loads(line) for line in (shared_data / "rails_small" / "issues.jsonl").open()]
+    for i, row in enumerate(rows):
+        row["split"] = "test" if i % 4 == 0 else "train"
+    path = tmp_path / "given.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    import_jsonl(store, path)
+    with store.session() as session:
+        data = build_dataset(session, ["rails/rails"], DatasetConfig(), persist_splits=True)
+        again = build_dataset(session, ["rails/rails"], DatasetConfig())
+    given = {f"#{row['number']}": row["split"] for row in rows}
+    assert {e.key for e in data.splits["test"]} == {
+        e.key for e in data.splits["test"] if given[e.key] == "test"
+    }
+    assert all(given[e.key] == "test" for e in data.splits["test"])
+    assert all(given[e.key] == "train" for e in data.splits["train"] + data.splits["validation"])
+    n_given_train = len(data.splits["train"]) + len(data.splits["validation"])
+    assert abs(len(data.splits["validation"]) - n_given_train / 8) <= 1  # 0.1 / (0.7 + 0.1)
+    assert data.split_method == "carved+given" and again.split_hash() == data.split_hash()

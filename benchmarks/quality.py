@@ -1,0 +1,156 @@
+"""Quality: Naive Bayes vs TF-IDF + LR vs fine-tune vs fine-tune + domain adaptation.
+
+On the real exports in ../shared/data: scikit-learn's hand-applied labels (form and workflow
+labels excluded, as a refresh does) and each repository of oss_type_labels. ``--slices`` gives
+chapter 9's learning curve (training slices of growing size; validation and test fixed).
+Prints a table and writes JSON. Slow: each transformer fine-tune takes minutes on 2 cores.
+
+    python benchmarks/quality.py --datasets sklearn --slices 64,128,all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import baselines
+from training.adapt import adapt_encoder
+from training.config import TrainingConfig, resolve_base_model
+from training.dataset import DatasetConfig, IssueDataset, build_dataset
+from training.finetune import finetune, predict_probabilities
+from training.jsonl_import import import_jsonl
+from training.metrics import decide, scores, tune_thresholds
+from training.quickstart import DEFAULT_DATA_DIR, sample_settings
+from training.settings import load_settings
+from training.store import Store
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATASETS = {
+    "sklearn": ("sklearn_surya/issues.jsonl", "scikit-learn/scikit-learn"),
+    "bootstrap": ("oss_type_labels/issues.jsonl", "twbs/bootstrap"),
+    "ohmyzsh": ("oss_type_labels/issues.jsonl", "ohmyzsh/ohmyzsh"),
+    "vue": ("oss_type_labels/issues.jsonl", "vuejs/vue"),
+}
+METHODS = ("naive_bayes", "tfidf_logreg", "finetune", "finetune_adapted")
+
+
+def _load(name: str, data_dir: Path, workdir: Path) -> IssueDataset:
+    path, repo = DATASETS[name]
+    settings = sample_settings(
+        load_settings(_env_file=None, database_url=f"sqlite:///{workdir / 'store.db'}")
+    )
+    store = Store(settings.database_url)
+    try:
+        import_jsonl(store, data_dir / path, repos={repo}, template_labels=settings.template_labels)
+        with store.session() as session:
+            return build_dataset(session, [repo], DatasetConfig.from_settings(settings))
+    finally:
+        store.close()
+
+
+def _transformer(
+    encoder: str,
+    base: str,
+    data: IssueDataset,
+    train: tuple[list[str], np.ndarray],
+    config: TrainingConfig,
+    workdir: Path,
+) -> dict[str, object]:
+    labels = data.label_names
+    validation = (data.texts("validation"), data.targets("validation"))
+    tuned = finetune(encoder, base, labels, train, validation, workdir, config)
+    val_probs = predict_probabilities(tuned.model, tuned.tokenizer, validation[0], config.max_length)
+    thresholds = tune_thresholds(
+        labels,
+        validation[1],
+        val_probs,
+        min_support=config.min_validation_support,
+        f1_floor=config.reliable_f1_floor,
+    )
+    test_probs = predict_probabilities(tuned.model, tuned.tokenizer, data.texts("test"), config.max_length)
+    return scores(labels, data.targets("test"), decide(test_probs, labels, thresholds))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", default="sklearn", help=f"comma-separated, of {', '.join(DATASETS)}")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--slices", default="all", help="training-set sizes, e.g. 32,64,128,all")
+    parser.add_argument("--config", type=Path, help="training config (YAML/JSON) for the transformer runs")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
+    torch.set_num_threads(config.torch_threads or 2)
+    methods = args.methods.split(",")
+    base = resolve_base_model(config.base_model)
+    results: list[dict[str, object]] = []
+    for name in args.datasets.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            data = _load(name, args.data_dir, workdir)
+            labels = data.label_names
+            train_full = (data.texts("train"), data.targets("train"))
+            validation = (data.texts("validation"), data.targets("validation"))
+            test = (data.texts("test"), data.targets("test"))
+            encoder = None
+            if "finetune_adapted" in methods:
+                started = time.monotonic()
+                texts = [e.text for e in data.unlabeled] + train_full[0]
+                adapted = adapt_encoder(texts, base, workdir / "encoder", config)
+                encoder = str(adapted.encoder_dir)
+                print(
+                    f"{name}: adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, "
+                    f"held-out MLM "
+                    f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
+                )
+            order = np.random.default_rng(config.seed).permutation(len(train_full[0]))
+            for size_text in args.slices.split(","):
+                size = len(order) if size_text == "all" else min(int(size_text), len(order))
+                pick = order[:size]
+                train = ([train_full[0][i] for i in pick], train_full[1][pick])
+                for method in methods:
+                    started = time.monotonic()
+                    if method == "naive_bayes":
+                        result = baselines.naive_bayes(labels, train, test)
+                    elif method == "tfidf_logreg":
+                        result = baselines.tfidf_logreg(labels, train, validation, test)
+                    elif method == "finetune":
+                        result = _transformer(base, base, data, train, config, workdir / "ft")
+                    else:
+                        assert encoder is not None
+                        result = _transformer(encoder, base, data, train, config, workdir / "fta")
+                    row = {
+                        "dataset": name,
+                        "method": method,
+                        "train_size": size,
+                        "labels": len(labels),
+                        "test_size": len(test[0]),
+                        "micro_f1": round(float(result["micro_f1"]), 4),
+                        "macro_f1": round(float(result["macro_f1"]), 4),
+                        "seconds": round(time.monotonic() - started, 1),
+                    }
+                    results.append(row)
+                    print(
+                        f"{name:<10} {method:<17} train {size:>5}  micro F1 {row['micro_f1']:.3f}  "
+                        f"macro F1 {row['macro_f1']:.3f}  ({row['seconds']:.0f}s)",
+                        flush=True,
+                    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"config": config.model_dump(), "results": results}, indent=2))
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
