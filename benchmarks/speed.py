@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoTokenizer
 
 from training.bundle import Bundle, write_manifest
+from training.classifier import load_classifier
 from training.dataset import DatasetConfig, build_dataset
 from training.export import quantize_int8
 from training.metrics import scores
@@ -82,7 +83,7 @@ def main() -> int:
     test_texts, test_targets = _test_split(folder, served, manifest)
 
     tokenizer = AutoTokenizer.from_pretrained(folder / "pytorch")
-    model = AutoModelForSequenceClassification.from_pretrained(folder / "pytorch").eval()
+    model = load_classifier(str(folder / "pytorch")).eval()
 
     @torch.no_grad()
     def pytorch_predict(texts: list[str]) -> np.ndarray:

@@ -39,6 +39,9 @@ class TrainingConfig(BaseModel):
     mlm_probability: float = Field(default=0.15, gt=0, lt=1)
     mlm_max_steps: int | None = Field(default=None, ge=1, description="cap on MLM steps (tests, quick runs)")
 
+    pooling: Literal["mean", "cls"] = Field(
+        default="cls", description="issue embedding: mean of token states, or BERT's [CLS] pooler"
+    )
     epochs: float = Field(default=10.0, gt=0)
     batch_size: int = Field(default=16, ge=1)
     learning_rate: float = Field(default=1e-4, gt=0, description="encoder learning rate")

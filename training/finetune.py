@@ -18,7 +18,6 @@ import torch
 from datasets import Dataset
 from safetensors import safe_open
 from transformers import (
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
     EvalPrediction,
@@ -29,6 +28,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.metrics import best_global_threshold_f1
 
@@ -107,14 +107,15 @@ def finetune(
     started = time.monotonic()
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(encoder)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = load_classifier(
         encoder,
+        config.pooling,
         num_labels=len(label_names),
         problem_type="multi_label_classification",
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
     )
-    if encoder != base_model and _copy_base_pooler(model, base_model):
+    if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
         log.info("pooler copied from the base model (the adapted checkpoint has none)")
 
     train_set = tokenize(tokenizer, train[0], config.max_length).add_column("labels", train[1].tolist())

@@ -112,15 +112,22 @@ def decide(probabilities: np.ndarray, label_names: list[str], thresholds: Thresh
     return predicted.astype(np.int8)
 
 
-def exclusive_group(label_names: list[str], targets: np.ndarray, min_examples: int = 10) -> list[str]:
-    """The largest set of frequent labels (greedy, by frequency) never seen together on one issue."""
+def exclusive_group(
+    label_names: list[str], targets: np.ndarray, min_examples: int = 10, min_coverage: float = 0.5
+) -> list[str]:
+    """Frequent labels (greedy, by frequency) never seen together on one issue, like type labels.
+
+    Only a set that covers at least ``min_coverage`` of the issues counts: rare area labels that
+    merely happen not to co-occur are no evidence of a real either-or.
+    """
     counts = targets.sum(axis=0)
     order = [i for i in np.argsort(-counts) if counts[i] >= min_examples]
     group: list[int] = []
     for i in order:
         if all(not np.any(targets[:, i].astype(bool) & targets[:, j].astype(bool)) for j in group):
             group.append(int(i))
-    return [label_names[i] for i in group] if len(group) >= 2 else []
+    coverage = targets[:, group].any(axis=1).mean() if group else 0.0
+    return [label_names[i] for i in group] if len(group) >= 2 and coverage >= min_coverage else []
 
 
 def scores(label_names: list[str], targets: np.ndarray, predicted: np.ndarray) -> dict[str, object]:

@@ -164,11 +164,11 @@ def run_refresh(
                     plain = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
                     thresholds.exclusive_groups = [group]
                     grouped = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
-                    if grouped["micro_f1"] < plain["micro_f1"]:  # type: ignore[operator]
+                    if grouped["micro_f1"] <= plain["micro_f1"]:  # type: ignore[operator]
                         thresholds.exclusive_groups = []
-                        group_note = f"at most one of {group}: dropped, it measured worse on validation"
+                        group_note = f"at most one of {group}: dropped, not better on validation"
                     else:
-                        group_note = f"at most one of {group}: kept, validation micro-F1 not lower"
+                        group_note = f"at most one of {group}: kept, better validation micro-F1"
         with _stage(timings, "evaluate"):
             test_probs = predict_probabilities(model, tokenizer, test[0], config.max_length)
             test_scores = scores(labels, test[1], decide(test_probs, labels, thresholds))

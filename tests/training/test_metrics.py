@@ -46,6 +46,7 @@ def test_exclusive_group_is_found_only_among_labels_never_seen_together() -> Non
     y[15:30, 1] = 1
     y[5:20, 2] = 1  # docs co-occurs with both
     assert exclusive_group(LABELS, y) == ["bug", "feature"]
+    assert exclusive_group(LABELS, y, min_coverage=0.8) == []  # 30 of 40 issues: not a type set
     y[0, 1] = 1
     assert exclusive_group(LABELS, y) == []
 

@@ -154,8 +154,9 @@ def test_a_corrupted_bundle_is_refused_and_the_current_one_keeps_serving(
         registry.load_current(REPO)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_stages_compose_by_hand_and_onnx_matches_pytorch(
-    small_settings: Settings, slice_path: Path, tmp_path: Path
+    pooling: str, small_settings: Settings, slice_path: Path, tmp_path: Path
 ) -> None:
     """Each stage is usable on its own: fine-tune, export, wrap as a bundle, compare outputs."""
     texts = [json.loads(line)["title"] for line in slice_path.read_text().splitlines()]
@@ -164,9 +165,11 @@ def test_stages_compose_by_hand_and_onnx_matches_pytorch(
         [[1, 0] if i < len(texts) // 2 else [0, 1] for i in range(len(texts))], dtype=np.float32
     )
     base = resolve_base_model(PACKAGED_MODEL)
+    config = TINY.model_copy(update={"pooling": pooling})
     tuned = finetune(
-        base, base, labels, (texts, targets), (texts[:10], targets[:10]), tmp_path / "ckpt", TINY
+        base, base, labels, (texts, targets), (texts[:10], targets[:10]), tmp_path / "ckpt", config
     )
+    assert tuned.model.config.issue_labeler_pooling == pooling
     folder = tmp_path / "bundle"
     folder.mkdir()
     export_onnx(tuned.model, tuned.tokenizer, folder / "model.onnx")
