@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.quickstart import DEFAULT_DATA_DIR, SAMPLE_EXTRA_EXCLUDES, SAMPLE_TEMPLATE_LABELS
-from training.settings import DEFAULT_EXCLUDED_LABELS
+from training.quickstart import DEFAULT_DATA_DIR, SAMPLE_TEMPLATE_LABELS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = "scikit-learn/scikit-learn"
@@ -38,7 +37,6 @@ def main() -> int:
         env = os.environ | {
             "ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp}/store.db",
             "ISSUE_LABELER_TEMPLATE_LABELS": json.dumps(SAMPLE_TEMPLATE_LABELS),
-            "ISSUE_LABELER_EXCLUDE_LABELS": ",".join([*DEFAULT_EXCLUDED_LABELS, *SAMPLE_EXTRA_EXCLUDES]),
             "HF_HUB_OFFLINE": "1",
         }
         command = [

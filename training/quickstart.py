@@ -27,26 +27,13 @@ SAMPLE_FILES = ("sklearn_surya/issues.jsonl", "rails_small/issues.jsonl", "oss_t
 SAMPLE_TEMPLATE_LABELS = {
     "scikit-learn/scikit-learn": ["Bug", "New Feature", "Documentation", "Needs Triage"]
 }
-SAMPLE_EXTRA_EXCLUDES = [
-    "easy",
-    "moderate",
-    "hard",
-    "sprint",
-    "blocker",
-    "high priority",
-    "low priority",
-    "meta-issue",
-    "rfc",
-]
 
 
 def sample_settings(settings: Settings) -> Settings:
-    """The sample data's template labels and workflow labels, unless configured otherwise."""
+    """The sample data's issue-form labels, unless configured otherwise."""
     update: dict[str, object] = {}
     if "template_labels" not in settings.model_fields_set:
         update["template_labels"] = SAMPLE_TEMPLATE_LABELS
-    if "exclude_labels" not in settings.model_fields_set:
-        update["exclude_labels"] = [*settings.exclude_labels, *SAMPLE_EXTRA_EXCLUDES]
     return settings.model_copy(update=update)
 
 

@@ -27,6 +27,15 @@ DEFAULT_EXCLUDED_LABELS: tuple[str, ...] = (
     "stale",
     "spam",
     "triage*",
+    # Planning labels: how hard, how urgent, which sprint; not what the issue is about.
+    "easy",
+    "moderate",
+    "hard",
+    "*priority*",
+    "blocker",
+    "sprint",
+    "meta-issue",
+    "rfc",
 )
 
 
