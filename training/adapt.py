@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
+    set_seed,
 )
 
 from training.config import TrainingConfig
@@ -130,6 +131,7 @@ def masked_lm_loss(
 def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: TrainingConfig) -> AdaptResult:
     """MLM on ``texts``; the adapted encoder (with tokenizer) is saved to ``output_dir``."""
     started = time.monotonic()
+    set_seed(config.seed)  # the fresh MLM head is initialised from the global generator
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForMaskedLM.from_pretrained(base_model)
     held_out_n = max(1, min(200, len(texts) // 10))

@@ -26,6 +26,7 @@ from transformers import (
     Trainer,
     TrainingArguments,
     get_linear_schedule_with_warmup,
+    set_seed,
 )
 
 from training.classifier import load_classifier
@@ -105,7 +106,7 @@ def finetune(
 ) -> FineTuneResult:
     """Train a classifier from ``encoder``; returns the best model by validation micro-F1."""
     started = time.monotonic()
-    torch.manual_seed(config.seed)
+    set_seed(config.seed)  # the fresh head is initialised from the global generator
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     model = load_classifier(
         encoder,
