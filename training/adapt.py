@@ -20,13 +20,13 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     PreTrainedModel,
-    PreTrainedTokenizerBase,
     Trainer,
     TrainingArguments,
     set_seed,
 )
 
 from training.config import TrainingConfig
+from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,6 @@ class AdaptResult:
     held_out_loss_before: float
     held_out_loss_after: float
     seconds: float
-
-
-def _tokenized(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> Dataset:
-    dataset = Dataset.from_dict({"text": texts})
-    return dataset.map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-        batched=True,
-        remove_columns=["text"],
-    )
 
 
 class MaskedOnlyTrainer(Trainer):
@@ -136,8 +127,8 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
     model = AutoModelForMaskedLM.from_pretrained(base_model)
     held_out_n = max(1, min(200, len(texts) // 10))
     train_texts, held_out_texts = texts[held_out_n:], texts[:held_out_n]
-    train_set = _tokenized(tokenizer, train_texts, config.mlm_max_length)
-    held_out = _tokenized(tokenizer, held_out_texts, config.mlm_max_length)
+    train_set = tokenized_dataset(tokenizer, train_texts, config.mlm_max_length)
+    held_out = tokenized_dataset(tokenizer, held_out_texts, config.mlm_max_length)
     collator = DataCollatorForLanguageModeling(
         tokenizer, mlm_probability=config.mlm_probability, seed=config.seed
     )

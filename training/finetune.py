@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset
 from safetensors import safe_open
 from transformers import (
     AutoTokenizer,
@@ -32,6 +31,7 @@ from transformers import (
 from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.metrics import best_global_threshold_f1
+from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,6 @@ class FineTuneResult:
     best_validation_micro_f1: float
     seconds: float
     pos_weight: list[float]
-
-
-def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> Dataset:
-    return Dataset.from_dict({"text": texts}).map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-        batched=True,
-        remove_columns=["text"],
-    )
 
 
 class WeightedBCETrainer(Trainer):
@@ -119,8 +111,10 @@ def finetune(
     if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
         log.info("pooler copied from the base model (the adapted checkpoint has none)")
 
-    train_set = tokenize(tokenizer, train[0], config.max_length).add_column("labels", train[1].tolist())
-    validation_set = tokenize(tokenizer, validation[0], config.max_length).add_column(
+    train_set = tokenized_dataset(tokenizer, train[0], config.max_length).add_column(
+        "labels", train[1].tolist()
+    )
+    validation_set = tokenized_dataset(tokenizer, validation[0], config.max_length).add_column(
         "labels", validation[1].tolist()
     )
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
