@@ -34,13 +34,21 @@ from training.store import Store
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _latencies(predict: Callable[[list[str]], np.ndarray], text: str, runs: int) -> list[float]:
-    predict([text])  # warm-up
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        predict([text])
-        timings.append((time.perf_counter() - started) * 1000)
+def _latencies(
+    predicts: dict[str, Callable[[list[str]], np.ndarray]], text: str, runs: int, blocks: int = 4
+) -> dict[str, list[float]]:
+    """Batch-1 timings, taken in blocks that take turns, so slow drift of a shared machine hits
+    every model alike; a pause between blocks lets the previous runtime's spinning threads sleep."""
+    timings: dict[str, list[float]] = {name: [] for name in predicts}
+    for predict in predicts.values():
+        predict([text])  # warm-up
+    for _ in range(blocks):
+        for name, predict in predicts.items():
+            time.sleep(0.5)
+            for _ in range(max(1, runs // blocks)):
+                started = time.perf_counter()
+                predict([text])
+                timings[name].append((time.perf_counter() - started) * 1000)
     return timings
 
 
@@ -102,9 +110,10 @@ def main() -> int:
             "ONNX fp32": (fp32.probabilities, (folder / "model_fp32.onnx").stat().st_size),
             "ONNX INT8": (int8.probabilities, int8_path.stat().st_size),
         }
+        latencies_of = _latencies({name: c[0] for name, c in candidates.items()}, sample, args.runs)
         rows = []
         for name, (predict, size) in candidates.items():
-            latencies = _latencies(predict, sample, args.runs)
+            latencies = latencies_of[name]
             decided = served.decide(predict(test_texts))
             rows.append(
                 {

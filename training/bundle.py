@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from training.dataset import issue_text
 from training.metrics import Thresholds, decide
 
 BUNDLE_FORMAT = 1
@@ -56,6 +57,9 @@ class Bundle:
         self.info = self._verify(folder)
         self.labels: list[str] = json.loads((folder / "labels.json").read_text())
         self.thresholds = Thresholds.from_json(json.loads((folder / "thresholds.json").read_text()))
+        ids_path = folder / "label_ids.json"
+        # GitHub node ids of the labels at training time, to follow renames; older bundles lack it.
+        self.label_node_ids: dict[str, str] = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
         self.max_length = int(self.info["max_length"])  # type: ignore[arg-type]
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
@@ -120,7 +124,7 @@ class Bundle:
 
     def predict(self, title: str, body: str) -> list[Prediction]:
         """Scores for one issue, best first; ``applied`` is the bundle's own decision."""
-        probabilities = self.probabilities([f"{title}\n\n{body}"])
+        probabilities = self.probabilities([issue_text(title, body)])
         applied = self.decide(probabilities)[0]
         result = [
             Prediction(label, float(probabilities[0, i]), self.thresholds.values[label], bool(applied[i]))

@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 
 
+def issue_text(title: str, body: str | None) -> str:
+    """What the model reads of an issue, the same at training and serving time."""
+    return f"{title}\n\n{body or ''}"
+
+
 class DatasetError(Exception):
     """The stored data cannot make a dataset (unknown repository, nothing labeled, ...)."""
 
@@ -213,7 +218,7 @@ def build_dataset(
     duplicates = 0
     candidates: list[Example] = []
     for issue in issues:
-        text = f"{issue.title}\n\n{issue.body}"
+        text = issue_text(issue.title, issue.body)
         if text in seen_texts:
             duplicates += 1
             continue

@@ -114,7 +114,7 @@ def listing_payload(item: GithubObject) -> dict[str, Any]:
     return item._rawData  # noqa: SLF001
 
 
-def _label_record(raw: dict[str, Any]) -> LabelRecord:
+def label_record(raw: dict[str, Any]) -> LabelRecord:
     return LabelRecord(
         name=raw["name"],
         node_id=raw.get("node_id"),
@@ -182,21 +182,27 @@ def _record_error(store: Store, full_name: str, message: str) -> None:
 def _fetch_labels_and_templates(
     store: Store, gh_repo: GhRepository, full_name: str, report: FetchReport
 ) -> None:
-    labels = [_label_record(listing_payload(label)) for label in gh_repo.get_labels()]
+    report.labels, report.template_labels = sync_labels_and_templates(store, gh_repo, full_name)
+
+
+def sync_labels_and_templates(
+    store: Store, gh_repo: GhRepository, full_name: str
+) -> tuple[int, dict[str, list[str]]]:
+    """Replace the stored label catalogue and issue-form labels with what GitHub has now."""
+    labels = [label_record(listing_payload(label)) for label in gh_repo.get_labels()]
     templates = _read_templates(gh_repo)
     with store.session() as session:
         repository = get_repository(session, full_name)
         assert repository is not None
         LabelCatalogue(session, repository).replace_all(labels)
         replace_template_sources(session, repository, templates, prefix=TEMPLATE_DIR + "/")
-    report.labels = len(labels)
-    report.template_labels = templates
     log.info(
         "%s: %d labels; issue templates apply %s",
         full_name,
         len(labels),
         sorted({name for names in templates.values() for name in names}) or "none",
     )
+    return len(labels), templates
 
 
 def _fetch_issues(

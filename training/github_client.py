@@ -52,6 +52,10 @@ class GitHubClients:
                 "ISSUE_LABELER_GITHUB_PRIVATE_KEY_PATH (a GitHub App), or ISSUE_LABELER_GITHUB_TOKEN"
             )
 
+    @property
+    def is_app(self) -> bool:
+        return self._integration is not None
+
     def for_repository(self, full_name: str) -> Github:
         if self._token_client is not None:
             return self._token_client

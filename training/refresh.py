@@ -39,6 +39,7 @@ from training.model_card import model_card
 from training.registry import Registry
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
+from training.store.upserts import label_node_ids
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def run_refresh(
             dataset = build_dataset(
                 session, [repo], DatasetConfig.from_settings(settings), persist_splits=True
             )
+            node_ids = label_node_ids(session, repo, dataset.label_names)
         for split in ("train", "validation", "test"):
             if not dataset.splits[split]:
                 raise RefreshError(f"{repo}: the {split} split is empty; more labeled issues are needed")
@@ -179,6 +181,7 @@ def run_refresh(
             tokenizer.save_pretrained(bundle_dir)
             (bundle_dir / "labels.json").write_text(json.dumps(labels, indent=2))
             (bundle_dir / "thresholds.json").write_text(json.dumps(thresholds.to_json(), indent=2))
+            (bundle_dir / "label_ids.json").write_text(json.dumps(node_ids, indent=2))
             fp32_path = export_onnx(model, tokenizer, workdir / "model_fp32.onnx")
             shutil.copy(fp32_path, bundle_dir / "model.onnx")
             info = {"version": version, "repo": repo, "max_length": config.max_length, "precision": "fp32"}

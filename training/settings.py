@@ -129,6 +129,37 @@ class Settings(BaseSettings):
     )
     seed: int = Field(default=42, description="Seed for splits and training.")
 
+    bot_host: str = Field(default="127.0.0.1", description="Address the webhook server listens on.")
+    bot_port: int = Field(default=8000, ge=1, le=65535, description="Port the webhook server listens on.")
+    webhook_max_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1024, description="Largest delivery accepted (GitHub caps at 25 MB)."
+    )
+    worker_threads: int = Field(default=2, ge=0, description="In-process job workers (0: accept only).")
+    onnx_threads: int = Field(default=1, ge=1, description="onnxruntime threads per prediction.")
+    job_max_attempts: int = Field(
+        default=6, ge=1, description="Tries of a webhook job before it is kept as failed."
+    )
+    job_retry_seconds: float = Field(
+        default=5.0, gt=0, description="First retry delay of a failed job; doubles on each try."
+    )
+    job_lease_seconds: float = Field(
+        default=300.0, gt=0, description="A running job not finished by then (crash) is run again."
+    )
+    feedback_accept_days: float = Field(
+        default=7.0, ge=0, description="A bot label left in place this many days counts as accepted."
+    )
+    repo_config_path: str = Field(
+        default=".github/issue-labeler.yml", description="Per-repository config file, read through the API."
+    )
+    repo_config_ttl_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long a repository's config file is cached (push events refresh it).",
+    )
+    bundle_check_seconds: float = Field(
+        default=5.0, ge=0, description="How often the server looks for a newly promoted bundle."
+    )
+
     log_level: str = Field(default="INFO", description="Python logging level.")
 
     @field_validator("exclude_labels", mode="before")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import jwt
 
@@ -90,6 +90,8 @@ class FakeGitHub:
         self.repos: dict[str, FakeRepo] = {}
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
+        self.applied: list[tuple[str, int, list[str]]] = []  # (repo, issue number, label names)
+        self.comments: list[tuple[str, int, str]] = []
         self.tokens: set[str] = {"test-token"}
         self.app_id = app_id
         self.app_public_key = app_public_key
@@ -286,6 +288,7 @@ class FakeGitHub:
 
     # -- routing -----------------------------------------------------------------------------
     def routes(self) -> list[tuple[str, str, Callable[..., tuple[int, Any, dict[str, str]]]]]:
+        issue = r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/issues/(?P<number>\d+)"
         return [
             ("GET", r"/rate_limit", self._get_rate_limit),
             ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)", self._get_repo),
@@ -294,6 +297,10 @@ class FakeGitHub:
             ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/contents/(?P<path>.*)", self._get_contents),
             ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/installation", self._get_installation),
             ("POST", r"/app/installations/(?P<installation>\d+)/access_tokens", self._create_token),
+            ("GET", issue, self._get_issue),
+            ("POST", issue + "/labels", self._add_labels),
+            ("DELETE", issue + r"/labels/(?P<label>[^/]+)", self._remove_label),
+            ("POST", issue + "/comments", self._add_comment),
         ]
 
     def authorize(self, path: str, headers: dict[str, str]) -> tuple[int, Json] | None:
@@ -453,8 +460,79 @@ class FakeGitHub:
             {},
         )
 
+    def _issue(self, owner: str, name: str, number: str) -> tuple[FakeRepo, Json] | None:
+        repo = self._repo(owner, name)
+        if repo is None or int(number) not in repo.issues:
+            return None
+        return repo, repo.issues[int(number)]
+
+    def _get_issue(
+        self, query: dict[str, list[str]], owner: str, name: str, number: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        found = self._issue(owner, name, number)
+        return (200, found[1], {}) if found else (404, {"message": "Not Found"}, {})
+
+    def _add_labels(
+        self, query: dict[str, list[str]], owner: str, name: str, number: str, body: bytes = b""
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Both request shapes GitHub accepts: a list of names, or {"labels": [...]}."""
+        found = self._issue(owner, name, number)
+        if found is None:
+            return 404, {"message": "Not Found"}, {}
+        repo, issue = found
+        data = json.loads(body or b"null")
+        names = data.get("labels") if isinstance(data, dict) else data
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return 422, {"message": "Invalid request.", "errors": ["labels must be a list of names"]}, {}
+        with self._lock:
+            current = {item["name"] for item in issue["labels"]}
+            for label_name in names:
+                if label_name not in current:
+                    issue["labels"].append(dict(self.label_json(repo, label_name)))
+                    current.add(label_name)
+            self.applied.append((repo.full_name, int(number), list(names)))
+        return 200, issue["labels"], {}
+
+    def _remove_label(
+        self, query: dict[str, list[str]], owner: str, name: str, number: str, label: str, body: bytes = b""
+    ) -> tuple[int, Any, dict[str, str]]:
+        found = self._issue(owner, name, number)
+        if found is None:
+            return 404, {"message": "Not Found"}, {}
+        issue = found[1]
+        label_name = unquote(label)
+        if not any(item["name"] == label_name for item in issue["labels"]):
+            return 404, {"message": "Label does not exist"}, {}
+        issue["labels"] = [item for item in issue["labels"] if item["name"] != label_name]
+        return 200, issue["labels"], {}
+
+    def _add_comment(
+        self, query: dict[str, list[str]], owner: str, name: str, number: str, body: bytes = b""
+    ) -> tuple[int, Any, dict[str, str]]:
+        found = self._issue(owner, name, number)
+        if found is None:
+            return 404, {"message": "Not Found"}, {}
+        repo, issue = found
+        text = json.loads(body or b"{}").get("body")
+        comment_id = self.next_id()
+        comment = {
+            "id": comment_id,
+            "node_id": f"IC_fake{comment_id}",
+            "url": f"{self.base_url}/repos/{repo.full_name}/issues/comments/{comment_id}",
+            "html_url": f"{issue['html_url']}#issuecomment-{comment_id}",
+            "issue_url": issue["url"],
+            "body": text,
+            "user": {"login": "issue-labeler[bot]", "id": 2, "type": "Bot"},
+            "created_at": _iso(datetime.now(UTC)),
+            "updated_at": _iso(datetime.now(UTC)),
+            "author_association": "NONE",
+        }
+        with self._lock:
+            self.comments.append((repo.full_name, int(number), text))
+        return 201, comment, {}
+
     def _create_token(
-        self, query: dict[str, list[str]], installation: str
+        self, query: dict[str, list[str]], installation: str, body: bytes = b""
     ) -> tuple[int, Any, dict[str, str]]:
         if not any(r.installation_id == int(installation) for r in self.repos.values()):
             return 404, {"message": "Not Found"}, {}
@@ -510,7 +588,8 @@ class _Handler(BaseHTTPRequestHandler):
         for method, pattern, handler in fake.routes():
             match = re.fullmatch(pattern, path)
             if method == self.command and match:
-                status, payload, extra = handler(query, **match.groupdict())
+                extra_args = {"body": body} if self.command != "GET" else {}
+                status, payload, extra = handler(query, **match.groupdict(), **extra_args)
                 self._send(record, status, payload, {**rate_headers, **extra})
                 return
         self._send(record, 404, {"message": "Not Found"}, rate_headers)

@@ -173,3 +173,89 @@ class SplitAssignment(Base):
     split: Mapped[str] = mapped_column(String(20))  # train | validation | test
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
     meta: Mapped[dict | None] = mapped_column(JSON)
+
+
+class Installation(Base):
+    """Where the GitHub App is installed: which installation serves a repository, and whether
+    it still does (uninstalling keeps the history; the bot stops acting)."""
+
+    __tablename__ = "installations"
+
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    installation_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    account_login: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookJob(Base):
+    """A webhook delivery, persisted before it is acknowledged and worked off by the worker.
+
+    ``delivery_id`` is GitHub's ``X-GitHub-Delivery``: a redelivery finds its job and is not
+    applied twice. A job that keeps failing stays ``failed`` with its error; nothing is dropped.
+    """
+
+    __tablename__ = "webhook_jobs"
+    __table_args__ = (Index("ix_webhook_jobs_status_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(100), unique=True)
+    event: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str | None] = mapped_column(String(60))
+    repository: Mapped[str | None] = mapped_column(String(200), index=True)
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))  # pending | running | done | ignored | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Prediction(Base):
+    """What the bot decided for an issue, with which bundle, and whether it was written."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_repository_issue", "repository_id", "issue_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    issue_number: Mapped[int] = mapped_column(Integer)
+    bundle_version: Mapped[str] = mapped_column(String(40))
+    scores: Mapped[dict] = mapped_column(JSON)
+    labels: Mapped[list] = mapped_column(JSON)  # decided labels, in the repository's current names
+    reason: Mapped[str] = mapped_column(Text)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    delivery_id: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    commented_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Feedback(Base):
+    """A maintainer's verdict on the bot's labeling of one issue, for one label.
+
+    ``kind`` is ``false_positive`` (a human removed a bot label), ``false_negative`` (a human
+    added a label the bot did not apply) or ``accepted`` (a bot label left in place long enough).
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "issue_number", "label_name", "kind", name="uq_feedback"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    issue_number: Mapped[int] = mapped_column(Integer)
+    label_name: Mapped[str] = mapped_column(String(200))
+    label_node_id: Mapped[str | None] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id", ondelete="SET NULL"))
+    actor_login: Mapped[str | None] = mapped_column(String(200))
+    delivery_id: Mapped[str | None] = mapped_column(String(100))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)

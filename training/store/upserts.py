@@ -116,14 +116,32 @@ class LabelCatalogue:
         self.session.flush()
 
 
+def label_node_ids(session: Session, full_name: str, names: Iterable[str]) -> dict[str, str]:
+    """Node ids of the repository's live labels with these names: a bundle keeps them so the
+    bot can follow a label renamed after training."""
+    repository = get_repository(session, full_name)
+    if repository is None:
+        return {}
+    rows = session.scalars(
+        select(Label).where(
+            Label.repository_id == repository.id, Label.deleted_at.is_(None), Label.name.in_(list(names))
+        )
+    ).all()
+    return {row.name: row.node_id for row in rows if row.node_id}
+
+
 def upsert_issue(
     session: Session,
     catalogue: LabelCatalogue,
     record: IssueRecord,
     *,
     source: str,
+    actor_login: str | None = None,
+    actor_type: str | None = None,
+    delivery_id: str | None = None,
 ) -> Outcome:
-    """Store one issue and its current labels; label changes are kept as label events."""
+    """Store one issue and its current labels; label changes are kept as label events
+    (with who made them, when a webhook says so)."""
     repository = catalogue.repository
     content_hash = record.content_hash()
     issue = session.scalar(select(Issue).where(Issue.repository_id == repository.id, Issue.key == record.key))
@@ -169,6 +187,9 @@ def upsert_issue(
                 label_id=label_id,
                 action="labeled",
                 source=source,
+                actor_login=actor_login,
+                actor_type=actor_type,
+                delivery_id=delivery_id,
                 occurred_at=occurred,
             )
         )
@@ -180,6 +201,9 @@ def upsert_issue(
                 label_id=label_id,
                 action="unlabeled",
                 source=source,
+                actor_login=actor_login,
+                actor_type=actor_type,
+                delivery_id=delivery_id,
                 occurred_at=occurred,
             )
         )

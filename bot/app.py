@@ -1,0 +1,169 @@
+"""The webhook server: FastAPI routes over the bot's services.
+
+A delivery is verified, persisted as a job and answered 202 within milliseconds; workers do
+the work. Nothing here logs a secret or a request body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from bot import feedback, signature
+from bot.jobs import Delivery
+from bot.services import BotServices
+
+log = logging.getLogger(__name__)
+
+
+class PredictRequest(BaseModel):
+    repository: str = Field(description="owner/name whose bundle in service scores the issue")
+    title: str
+    body: str = ""
+
+
+def create_app(services: BotServices) -> FastAPI:
+    settings = services.settings
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        services.start()
+        try:
+            yield
+        finally:
+            services.stop()
+
+    app = FastAPI(title="issue-labeler", lifespan=lifespan)
+
+    def require_token(authorization: str | None) -> None:
+        if settings.api_token is None:
+            raise HTTPException(503, "set ISSUE_LABELER_API_TOKEN to use this endpoint")
+        expected = f"Bearer {settings.api_token.get_secret_value()}"
+        if authorization is None or not secrets.compare_digest(authorization.encode(), expected.encode()):
+            raise HTTPException(401, "missing or wrong bearer token")
+
+    @app.post("/webhook", status_code=202)
+    async def webhook(request: Request) -> JSONResponse:
+        event = request.headers.get("x-github-event")
+        delivery_id = request.headers.get("x-github-delivery")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > settings.webhook_max_bytes:
+            return _refuse(413, f"delivery larger than {settings.webhook_max_bytes} bytes", delivery_id)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > settings.webhook_max_bytes:
+                return _refuse(413, f"delivery larger than {settings.webhook_max_bytes} bytes", delivery_id)
+        if settings.webhook_secret is None:
+            return _refuse(
+                503, "ISSUE_LABELER_WEBHOOK_SECRET is not set; deliveries cannot be verified", delivery_id
+            )
+        if not signature.is_valid(
+            settings.webhook_secret.get_secret_value(),
+            bytes(body),
+            request.headers.get("x-hub-signature-256"),
+        ):
+            services.metrics.deliveries.labels(event or "unknown", "bad_signature").inc()
+            return _refuse(401, "missing or wrong X-Hub-Signature-256", delivery_id)
+        if not event or not delivery_id:
+            return _refuse(400, "X-GitHub-Event and X-GitHub-Delivery headers are required", delivery_id)
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _refuse(400, f"body is not JSON: {exc.__class__.__name__}", delivery_id)
+        if not isinstance(payload, dict):
+            return _refuse(400, "body is not a JSON object", delivery_id)
+        delivery = Delivery(delivery_id, event, payload)
+        handled = services.handled(event)
+        accepted = services.queue.accept(delivery, bytes(body), handled=handled)
+        if not accepted:
+            services.metrics.deliveries.labels(event, "duplicate").inc()
+            return JSONResponse({"status": "duplicate", "delivery": delivery_id}, status_code=200)
+        services.metrics.deliveries.labels(event, "accepted" if handled else "ignored").inc()
+        if handled:
+            services.workers.wake()
+        return JSONResponse({"status": "accepted" if handled else "ignored", "delivery": delivery_id}, 202)
+
+    def _refuse(status: int, reason: str, delivery_id: str | None) -> JSONResponse:
+        log.warning("delivery %s refused (%d): %s", delivery_id or "-", status, reason)
+        return JSONResponse({"error": reason}, status_code=status)
+
+    @app.post("/predict")
+    def predict(
+        request: PredictRequest, authorization: str | None = Header(default=None)
+    ) -> dict[str, object]:
+        require_token(authorization)
+        bundle = services.models.get(request.repository)
+        if bundle is None:
+            raise HTTPException(404, f"{request.repository} has no model bundle in service")
+        predictions = bundle.predict(request.title, request.body)
+        return {
+            "repository": request.repository,
+            "bundle": bundle.version,
+            "labels": [p.label for p in predictions if p.applied],
+            "scores": [
+                {
+                    "label": p.label,
+                    "score": round(p.score, 4),
+                    "threshold": round(p.threshold, 4),
+                    "applied": p.applied,
+                }
+                for p in predictions
+            ],
+        }
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        problems = []
+        try:
+            with services.store.session() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:  # any driver error means: not ready
+            problems.append(f"store unreachable: {exc.__class__.__name__}")
+        problems += [f"{repo}: {error}" for repo, error in services.models.errors().items()]
+        body = {"ready": not problems, "problems": problems, "bundles": services.models.versions()}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        services.metrics.model_version.clear()
+        for repo, version in services.models.versions().items():
+            services.metrics.model_version.labels(repo, version).set(1)
+        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/status")
+    def status(authorization: str | None = Header(default=None)) -> dict[str, object]:
+        require_token(authorization)
+        repos = services.handlers.installed_repositories()
+        versions = services.models.versions()
+        with services.store.session() as session:
+            precision = feedback.live_precision(session)
+        return {
+            "repositories": {
+                repo: {
+                    "bundle": versions.get(repo),
+                    "labeling": repo in versions,
+                    "bundle_error": services.models.errors().get(repo),
+                    "config_error": services.configs.errors().get(repo),
+                    "live_precision": precision.get(repo, {}),
+                }
+                for repo in sorted(set(repos) | set(versions))
+            },
+            "jobs": services.queue.counts(),
+            "failed_jobs": services.queue.failed(),
+        }
+
+    return app

@@ -1,0 +1,77 @@
+"""The few GitHub calls the bot makes, as the App installation of each repository."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from github import Github, GithubException, UnknownObjectException
+
+from training.fetch import sync_labels_and_templates
+from training.github_client import GitHubClients
+from training.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class GitHubGateway:
+    """Labels, comments, label catalogue and config file of a repository, through PyGithub.
+
+    Clients come from ``GitHubClients``: per installation for a GitHub App (tokens renewed
+    before they expire), or one token client. Transient failures are retried by PyGithub's
+    retry policy; what still fails raises and the job is retried later.
+    """
+
+    def __init__(self, clients: GitHubClients) -> None:
+        self.clients = clients
+        self._lazy: dict[int, Github] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, repo: str, installation_id: int | None) -> Github:
+        """A lazy client: objects are addressed by URL without first being fetched (one request
+        per write instead of two)."""
+        client = (
+            self.clients.for_installation(installation_id)
+            if installation_id is not None and self.clients.is_app
+            else self.clients.for_repository(repo)
+        )
+        with self._lock:
+            lazy = self._lazy.get(id(client))
+            if lazy is None:
+                lazy = self._lazy[id(client)] = client.withLazy(True)
+        return lazy
+
+    def add_labels(self, repo: str, installation_id: int | None, number: int, names: list[str]) -> None:
+        issue = self._client(repo, installation_id).get_repo(repo).get_issue(number)
+        issue.add_to_labels(*names)
+
+    def comment(self, repo: str, installation_id: int | None, number: int, body: str) -> None:
+        issue = self._client(repo, installation_id).get_repo(repo).get_issue(number)
+        issue.create_comment(body)
+
+    def sync_labels(self, store: Store, repo: str, installation_id: int | None) -> int:
+        """Refresh the stored label catalogue and issue-form labels from GitHub."""
+        gh_repo = self._client(repo, installation_id).get_repo(repo)
+        count, _ = sync_labels_and_templates(store, gh_repo, repo)
+        return count
+
+    def file_text(self, repo: str, installation_id: int | None, path: str) -> str | None:
+        """A file of the default branch, or None when it does not exist."""
+        try:
+            content = self._client(repo, installation_id).get_repo(repo).get_contents(path)
+        except UnknownObjectException:
+            return None
+        except GithubException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if isinstance(content, list):
+            return None  # a folder of that name
+        return content.decoded_content.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._lazy.values():
+                client.close()
+            self._lazy.clear()
+        self.clients.close()

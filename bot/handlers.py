@@ -1,0 +1,230 @@
+"""What the bot does with each webhook event, once its job is claimed by a worker."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot import feedback
+from bot.github_api import GitHubGateway
+from bot.jobs import Delivery
+from bot.labeling import Labeler
+from bot.metrics import BotMetrics
+from bot.outcome import Outcome, PermanentJobError
+from bot.repo_config import RepoConfigCache
+from training.records import LabelRecord, RecordError, parse_datetime, parse_issue
+from training.settings import Settings
+from training.store import Store
+from training.store.models import Installation, Repository
+from training.store.upserts import LabelCatalogue, ensure_repository, get_repository, now, upsert_issue
+
+log = logging.getLogger(__name__)
+
+# Events and the actions of them that the bot acts on; the App manifest subscribes to these.
+HANDLED_EVENTS = ("ping", "installation", "installation_repositories", "issues", "label", "push")
+
+
+class EventHandlers:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        gateway: GitHubGateway,
+        configs: RepoConfigCache,
+        labeler: Labeler,
+        metrics: BotMetrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.gateway = gateway
+        self.configs = configs
+        self.labeler = labeler
+        self.metrics = metrics
+        self.app_mode = gateway.clients.is_app
+
+    def handle(self, delivery: Delivery) -> Outcome:
+        handler = getattr(self, f"_on_{delivery.event}", None)
+        if handler is None:
+            return Outcome(f"no handler for {delivery.event}", ignored=True)
+        if delivery.event not in {"ping", "installation", "installation_repositories"}:
+            repo = delivery.repository
+            if repo is None:
+                raise PermanentJobError(f"{delivery.event} delivery without a repository")
+            if self.app_mode and not self._installed(repo):
+                return Outcome(f"{repo}: the App is not installed there", ignored=True)
+        try:
+            return handler(delivery)
+        except (RecordError, KeyError, TypeError) as exc:
+            raise PermanentJobError(f"malformed {delivery.event} payload: {exc!r}") from None
+
+    # -- installation --------------------------------------------------------------------------
+    def _installed(self, repo: str) -> bool:
+        with self.store.session() as session:
+            repository = get_repository(session, repo)
+            if repository is None:
+                return False
+            row = session.get(Installation, repository.id)
+            return row is not None and row.active
+
+    def installed_repositories(self) -> list[str]:
+        with self.store.session() as session:
+            return list(
+                session.scalars(
+                    select(Repository.full_name)
+                    .join(Installation, Installation.repository_id == Repository.id)
+                    .where(Installation.active.is_(True))
+                ).all()
+            )
+
+    def _register(self, installation: dict, repos: list[dict], active: bool) -> list[str]:
+        names = []
+        with self.store.session() as session:
+            for item in repos:
+                repository = ensure_repository(
+                    session, item["full_name"], github_id=item.get("id"), node_id=item.get("node_id")
+                )
+                row = session.get(Installation, repository.id)
+                if row is None:
+                    row = Installation(repository_id=repository.id, installation_id=installation["id"])
+                    session.add(row)
+                row.installation_id = installation["id"]
+                row.account_login = (installation.get("account") or {}).get("login")
+                row.active = active
+                row.updated_at = now()
+                names.append(item["full_name"])
+        if active:
+            for name in names:
+                self.gateway.sync_labels(self.store, name, installation["id"])
+        return names
+
+    def _on_ping(self, delivery: Delivery) -> Outcome:
+        return Outcome(f"pong (zen: {delivery.payload.get('zen', '')!s:.60})")
+
+    def _on_installation(self, delivery: Delivery) -> Outcome:
+        payload, action = delivery.payload, delivery.action
+        repos = payload.get("repositories") or []
+        if action in {"created", "new_permissions_accepted", "unsuspend"}:
+            names = self._register(payload["installation"], repos, active=True)
+            return Outcome(f"installed on {', '.join(names) or 'no repositories'}")
+        if action in {"deleted", "suspend"}:
+            names = self._deactivate_installation(payload["installation"]["id"])
+            return Outcome(f"{action}: stopped serving {', '.join(names) or 'no repositories'}")
+        return Outcome(f"installation.{action}: nothing to do", ignored=True)
+
+    def _deactivate_installation(self, installation_id: int) -> list[str]:
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(Installation).where(Installation.installation_id == installation_id)
+            ).all()
+            for row in rows:
+                row.active = False
+                row.updated_at = now()
+            return [session.get(Repository, row.repository_id).full_name for row in rows]  # type: ignore[union-attr]
+
+    def _on_installation_repositories(self, delivery: Delivery) -> Outcome:
+        payload = delivery.payload
+        added = self._register(payload["installation"], payload.get("repositories_added") or [], active=True)
+        removed = self._register(
+            payload["installation"], payload.get("repositories_removed") or [], active=False
+        )
+        return Outcome(f"added {added or 'none'}, removed {removed or 'none'}")
+
+    # -- issues --------------------------------------------------------------------------------
+    def _store_issue(self, delivery: Delivery, session: Session) -> Repository:
+        payload = delivery.payload
+        repo = payload["repository"]
+        repository = ensure_repository(
+            session, repo["full_name"], github_id=repo.get("id"), node_id=repo.get("node_id")
+        )
+        record = parse_issue(payload["issue"], default_repo=repo["full_name"])
+        sender = payload.get("sender") or {}
+        upsert_issue(
+            session,
+            LabelCatalogue(session, repository),
+            record,
+            source="webhook",
+            actor_login=sender.get("login"),
+            actor_type=sender.get("type"),
+            delivery_id=delivery.delivery_id,
+        )
+        return repository
+
+    def _on_issues(self, delivery: Delivery) -> Outcome:
+        payload, action = delivery.payload, delivery.action
+        issue = payload["issue"]
+        with self.store.session() as session:
+            repository = self._store_issue(delivery, session)
+            if action in {"labeled", "unlabeled"} and isinstance(payload.get("label"), dict):
+                kind = self._feedback(delivery, session, repository)
+                if kind:
+                    return Outcome(
+                        f"{action} {payload['label']['name']!r}: {kind.replace('_', ' ')} recorded"
+                    )
+        if action in {"labeled", "unlabeled"}:
+            return Outcome(f"{action}: stored")
+        if issue.get("pull_request"):
+            return Outcome("pull request: stored, not labeled")
+        if action in {"opened", "reopened"} or (action == "edited" and not issue.get("labels")):
+            return self.labeler.label(delivery)
+        return Outcome(f"{action}: stored")
+
+    def _feedback(self, delivery: Delivery, session: Session, repository: Repository) -> str | None:
+        sender = delivery.payload.get("sender") or {}
+        if sender.get("type") != "User":
+            return None  # this App, or another bot: not a maintainer's verdict
+        label = delivery.payload["label"]
+        at = parse_datetime(delivery.payload["issue"].get("updated_at"), "updated_at") or now()
+        kind = feedback.record_human_change(
+            session,
+            repository,
+            int(delivery.payload["issue"]["number"]),
+            action=str(delivery.action),
+            label=label["name"],
+            node_id=label.get("node_id"),
+            actor=sender.get("login"),
+            delivery_id=delivery.delivery_id,
+            at=at,
+        )
+        if kind:
+            self.metrics.feedback.labels(repository.full_name, kind).inc()
+        return kind
+
+    # -- labels and config ---------------------------------------------------------------------
+    def _on_label(self, delivery: Delivery) -> Outcome:
+        payload, action = delivery.payload, delivery.action
+        raw = payload["label"]
+        record = LabelRecord(
+            name=raw["name"],
+            node_id=raw.get("node_id"),
+            github_id=raw.get("id"),
+            color=raw.get("color"),
+            description=raw.get("description"),
+        )
+        with self.store.session() as session:
+            repo = payload["repository"]
+            repository = ensure_repository(session, repo["full_name"], github_id=repo.get("id"))
+            catalogue = LabelCatalogue(session, repository)
+            if action == "deleted":
+                catalogue.delete(record)
+                return Outcome(f"label {record.name!r} deleted")
+            catalogue.resolve(record)
+        renamed = ((payload.get("changes") or {}).get("name") or {}).get("from")
+        if renamed:
+            return Outcome(f"label {renamed!r} renamed to {record.name!r}")
+        return Outcome(f"label {record.name!r} {action}")
+
+    def _on_push(self, delivery: Delivery) -> Outcome:
+        payload = delivery.payload
+        touched = {
+            path
+            for commit in payload.get("commits") or []
+            for key in ("added", "modified", "removed")
+            for path in commit.get(key) or []
+        }
+        default_ref = f"refs/heads/{(payload.get('repository') or {}).get('default_branch', '')}"
+        if self.settings.repo_config_path in touched and payload.get("ref") == default_ref:
+            self.configs.invalidate(str(delivery.repository))
+            return Outcome(f"{self.settings.repo_config_path} changed: config reloaded on next use")
+        return Outcome("push: config file untouched", ignored=True)

@@ -1,0 +1,204 @@
+"""Webhook deliveries as jobs in the store: accepted once, claimed by one worker, never dropped.
+
+Claiming is a conditional UPDATE, so two workers (threads or replicas on one PostgreSQL
+database) cannot run the same job; a job whose worker died is claimed again when its lease
+runs out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from training.store import Store
+from training.store.models import WebhookJob
+from training.store.upserts import now
+
+PENDING, RUNNING, DONE, IGNORED, FAILED = "pending", "running", "done", "ignored", "failed"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    delivery_id: str
+    event: str
+    payload: dict
+
+    @property
+    def action(self) -> str | None:
+        action = self.payload.get("action")
+        return action if isinstance(action, str) else None
+
+    @property
+    def repository(self) -> str | None:
+        repo = self.payload.get("repository")
+        return repo.get("full_name") if isinstance(repo, dict) else None
+
+    @property
+    def installation_id(self) -> int | None:
+        installation = self.payload.get("installation")
+        value = installation.get("id") if isinstance(installation, dict) else None
+        return value if isinstance(value, int) else None
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    attempts: int
+    delivery: Delivery
+    received_at: datetime
+
+
+class JobQueue:
+    def __init__(
+        self, store: Store, *, max_attempts: int, retry_seconds: float, lease_seconds: float
+    ) -> None:
+        self.store = store
+        self.max_attempts = max_attempts
+        self.retry_seconds = retry_seconds
+        self.lease = timedelta(seconds=lease_seconds)
+
+    def accept(self, delivery: Delivery, raw_body: bytes, *, handled: bool) -> bool:
+        """Persist a delivery; False when this delivery id was accepted before (a redelivery).
+
+        Events the bot has no handler for are kept as ``ignored`` so they cost no work.
+        """
+        stamp = now()
+        job = WebhookJob(
+            delivery_id=delivery.delivery_id,
+            event=delivery.event,
+            action=delivery.action,
+            repository=delivery.repository,
+            installation_id=delivery.installation_id,
+            payload=raw_body.decode("utf-8"),
+            status=PENDING if handled else IGNORED,
+            attempts=0,
+            outcome=None if handled else f"no handler for {delivery.event}",
+            received_at=stamp,
+            next_attempt_at=stamp,
+            finished_at=None if handled else stamp,
+        )
+        try:
+            with self.store.session() as session:
+                session.add(job)
+        except IntegrityError:
+            return False
+        return True
+
+    def claim(self) -> ClaimedJob | None:
+        """The oldest due job, now leased to the caller; None when there is none."""
+        stamp = now()
+        due = or_(
+            (WebhookJob.status == PENDING) & (WebhookJob.next_attempt_at <= stamp),
+            (WebhookJob.status == RUNNING) & (WebhookJob.lease_until < stamp),
+        )
+        with self.store.session() as session:
+            candidates = session.execute(
+                select(WebhookJob.id, WebhookJob.status, WebhookJob.lease_until)
+                .where(due)
+                .order_by(WebhookJob.id)
+                .limit(5)
+            ).all()
+            for job_id, status, lease_until in candidates:
+                # Only the worker whose UPDATE still sees the row as it read it gets the job.
+                claimed = session.execute(
+                    update(WebhookJob)
+                    .where(
+                        WebhookJob.id == job_id,
+                        WebhookJob.status == status,
+                        (
+                            WebhookJob.lease_until.is_(None)
+                            if lease_until is None
+                            else WebhookJob.lease_until == lease_until
+                        ),
+                    )
+                    .values(status=RUNNING, lease_until=stamp + self.lease, attempts=WebhookJob.attempts + 1)
+                )
+                if claimed.rowcount == 1:
+                    row = session.get(WebhookJob, job_id)
+                    assert row is not None
+                    session.refresh(row)
+                    delivery = Delivery(row.delivery_id, row.event, json.loads(row.payload))
+                    return ClaimedJob(row.id, row.attempts, delivery, row.received_at)
+        return None
+
+    def finish(self, job: ClaimedJob, outcome: str, *, ignored: bool = False) -> None:
+        with self.store.session() as session:
+            session.execute(
+                update(WebhookJob)
+                .where(WebhookJob.id == job.id)
+                .values(
+                    status=IGNORED if ignored else DONE,
+                    outcome=outcome[:2000],
+                    last_error=None,
+                    lease_until=None,
+                    finished_at=now(),
+                )
+            )
+
+    def fail(self, job: ClaimedJob, error: str, *, permanent: bool = False) -> bool:
+        """Schedule a retry with exponential backoff; True when the job is given up (failed)."""
+        give_up = permanent or job.attempts >= self.max_attempts
+        delay = timedelta(seconds=self.retry_seconds * 2 ** max(job.attempts - 1, 0))
+        stamp = now()
+        with self.store.session() as session:
+            session.execute(
+                update(WebhookJob)
+                .where(WebhookJob.id == job.id)
+                .values(
+                    status=FAILED if give_up else PENDING,
+                    last_error=error[:4000],
+                    lease_until=None,
+                    next_attempt_at=stamp if give_up else stamp + delay,
+                    finished_at=stamp if give_up else None,
+                )
+            )
+        return give_up
+
+    def retry_failed(self, job_id: int) -> bool:
+        """Put a failed job back in the queue (an operator's decision)."""
+        stamp = now()
+        with self.store.session() as session:
+            result = session.execute(
+                update(WebhookJob)
+                .where(WebhookJob.id == job_id, WebhookJob.status == FAILED)
+                .values(status=PENDING, attempts=0, next_attempt_at=stamp, finished_at=None)
+            )
+            return result.rowcount == 1
+
+    def counts(self) -> dict[str, int]:
+        with self.store.session() as session:
+            rows = session.execute(select(WebhookJob.status, func.count()).group_by(WebhookJob.status)).all()
+        return {status: int(n) for status, n in rows}
+
+    def failed(self, limit: int = 20) -> list[dict[str, object]]:
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(WebhookJob)
+                .where(WebhookJob.status == FAILED)
+                .order_by(WebhookJob.id.desc())
+                .limit(limit)
+            ).all()
+        return [
+            {
+                "id": r.id,
+                "delivery_id": r.delivery_id,
+                "event": f"{r.event}.{r.action}" if r.action else r.event,
+                "repository": r.repository,
+                "attempts": r.attempts,
+                "error": r.last_error,
+                "received_at": _iso(r.received_at),
+            }
+            for r in rows
+        ]
+
+    def status_of(self, delivery_id: str) -> str | None:
+        with self.store.session() as session:
+            return session.scalar(select(WebhookJob.status).where(WebhookJob.delivery_id == delivery_id))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

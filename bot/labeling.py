@@ -1,0 +1,181 @@
+"""Labeling a new issue: predict with the bundle in service, decide by policy, write to GitHub.
+
+Each step is recorded in the store before the next, so a job retried after a crash or a
+GitHub failure continues where it stopped and never labels or comments twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot import feedback
+from bot.github_api import GitHubGateway
+from bot.jobs import Delivery
+from bot.metrics import BotMetrics
+from bot.outcome import Outcome
+from bot.policy import Decision, choose_labels
+from bot.repo_config import RepoConfig, RepoConfigCache
+from bot.served_models import ServedModels
+from training.bundle import Bundle
+from training.dataset import issue_text
+from training.store import Store
+from training.store.models import Label, Prediction, Repository, TemplateLabel
+from training.store.upserts import get_repository, now
+
+log = logging.getLogger(__name__)
+
+
+class Labeler:
+    def __init__(
+        self,
+        store: Store,
+        gateway: GitHubGateway,
+        models: ServedModels,
+        configs: RepoConfigCache,
+        metrics: BotMetrics,
+    ) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.models = models
+        self.configs = configs
+        self.metrics = metrics
+
+    def label(self, delivery: Delivery) -> Outcome:
+        repo = str(delivery.repository)
+        issue = delivery.payload["issue"]
+        number = int(issue["number"])
+        installation_id = delivery.installation_id
+        with self.store.session() as session:
+            prediction = session.scalar(
+                select(Prediction).where(Prediction.delivery_id == delivery.delivery_id)
+            )
+            prediction_id = prediction.id if prediction is not None else None
+        if prediction_id is None:
+            bundle = self.models.get(repo)
+            if bundle is None:
+                return Outcome(f"{repo} has no model bundle in service: not labeled")
+            config = self.configs.get(repo, installation_id)
+            self._ensure_catalogue(repo, installation_id)
+            with self.store.session() as session:
+                repository = get_repository(session, repo)
+                assert repository is not None
+                decision = self._decide(session, repository, bundle, issue, config)
+                prediction = Prediction(
+                    repository_id=repository.id,
+                    issue_number=number,
+                    bundle_version=bundle.version,
+                    scores=decision[1],
+                    labels=[name for name, _ in decision[0].labels],
+                    reason=decision[0].reason,
+                    dry_run=config.dry_run,
+                    delivery_id=delivery.delivery_id,
+                    decided_at=now(),
+                )
+                session.add(prediction)
+                session.flush()
+                prediction_id = prediction.id
+        else:
+            config = self.configs.get(repo, installation_id)
+        return self._write(repo, installation_id, number, prediction_id, comment=config.comment)
+
+    def _ensure_catalogue(self, repo: str, installation_id: int | None) -> None:
+        with self.store.session() as session:
+            repository = get_repository(session, repo)
+            known = repository is not None and session.scalar(
+                select(Label.id).where(Label.repository_id == repository.id).limit(1)
+            )
+        if not known:
+            self.gateway.sync_labels(self.store, repo, installation_id)
+
+    def _decide(
+        self, session: Session, repository: Repository, bundle: Bundle, issue: dict, config: RepoConfig
+    ) -> tuple[Decision, dict[str, float]]:
+        """The policy's decision, and every label's score under its current name."""
+        names = current_names(session, repository, bundle)
+        probabilities = bundle.probabilities([issue_text(issue.get("title") or "", issue.get("body"))])[0]
+        decision = choose_labels(
+            label_names=bundle.labels,
+            probabilities=probabilities,
+            thresholds=bundle.thresholds,
+            config=config,
+            current_names=names,
+            issue_labels={label["name"] for label in issue.get("labels") or []},
+            template_labels=set(
+                session.scalars(
+                    select(TemplateLabel.name).where(TemplateLabel.repository_id == repository.id)
+                ).all()
+            ),
+            removed_by_humans=feedback.removed_by_humans(session, repository, int(issue["number"])),
+        )
+        scores = {
+            names[name] or name: round(float(p), 4)
+            for name, p in zip(bundle.labels, probabilities, strict=True)
+        }
+        return decision, scores
+
+    def _write(
+        self, repo: str, installation_id: int | None, number: int, prediction_id: int, *, comment: bool
+    ) -> Outcome:
+        with self.store.session() as session:
+            prediction = session.get(Prediction, prediction_id)
+            assert prediction is not None
+            labels, reason, dry_run = list(prediction.labels), prediction.reason, prediction.dry_run
+            applied_at, commented_at, scores = (
+                prediction.applied_at,
+                prediction.commented_at,
+                prediction.scores,
+            )
+            version = prediction.bundle_version
+        if dry_run:
+            log.info("%s#%d dry run: would apply %s (%s)", repo, number, labels or "nothing", reason)
+            return Outcome(f"dry run: would apply {labels or 'nothing'} ({reason})")
+        if not labels:
+            return Outcome(f"nothing applied: {reason}")
+        if applied_at is None:
+            self.gateway.add_labels(repo, installation_id, number, labels)
+            with self.store.session() as session:
+                session.get(Prediction, prediction_id).applied_at = now()  # type: ignore[union-attr]
+            for name in labels:
+                self.metrics.labels_applied.labels(repo, name).inc()
+            log.info("%s#%d labeled %s with bundle %s", repo, number, labels, version)
+        if comment and commented_at is None:
+            self.gateway.comment(repo, installation_id, number, comment_text(labels, scores))
+            with self.store.session() as session:
+                session.get(Prediction, prediction_id).commented_at = now()  # type: ignore[union-attr]
+        return Outcome(f"applied {labels}")
+
+
+def current_names(session: Session, repository: Repository, bundle: Bundle) -> dict[str, str | None]:
+    """Each bundle label's name in the repository now: renames followed by node id, deleted or
+    never-created labels None."""
+    rows = session.scalars(select(Label).where(Label.repository_id == repository.id)).all()
+    by_node = {row.node_id: row for row in rows if row.node_id}
+    live_by_name = {row.name: row for row in rows if row.deleted_at is None}
+    names: dict[str, str | None] = {}
+    for label in bundle.labels:
+        row = by_node.get(bundle.label_node_ids.get(label, ""))
+        if row is None:
+            row = live_by_name.get(label)
+        names[label] = row.name if row is not None and row.deleted_at is None else None
+    return names
+
+
+def comment_text(labels: list[str], scores: dict[str, float]) -> str:
+    """One comment with the suggestions, details folded away (comments are noisy)."""
+    lines = [f"| {name} | {scores.get(name, 0.0):.2f} |" for name in labels]
+    return "\n".join(
+        [
+            f"Suggested labels: {', '.join(f'`{name}`' for name in labels)}",
+            "",
+            "<details><summary>Confidence</summary>",
+            "",
+            "| label | score |",
+            "|---|---|",
+            *lines,
+            "",
+            "</details>",
+        ]
+    )

@@ -1,0 +1,47 @@
+"""Prometheus metrics of the bot, in a registry of its own (one per app, so tests stay apart)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class BotMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "issue_labeler_deliveries",
+            "Webhook deliveries by event and outcome at the door",
+            ["event", "outcome"],
+            registry=self.registry,
+        )
+        self.jobs = Counter(
+            "issue_labeler_jobs",
+            "Jobs finished by event and status",
+            ["event", "status"],
+            registry=self.registry,
+        )
+        self.job_seconds = Histogram(
+            "issue_labeler_job_seconds",
+            "Time from a delivery's arrival to its job's end",
+            ["event"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.labels_applied = Counter(
+            "issue_labeler_labels_applied",
+            "Labels the bot applied",
+            ["repository", "label"],
+            registry=self.registry,
+        )
+        self.feedback = Counter(
+            "issue_labeler_feedback",
+            "Maintainers' feedback on bot labels",
+            ["repository", "kind"],
+            registry=self.registry,
+        )
+        self.model_version = Gauge(
+            "issue_labeler_model_info",
+            "The bundle in service per repository (value 1)",
+            ["repository", "version"],
+            registry=self.registry,
+        )

@@ -1,0 +1,114 @@
+"""Per-repository settings from ``.github/issue-labeler.yml``, read through the GitHub API.
+
+An invalid file never stops the bot: the defaults are used and the problem is kept for the
+status endpoint and the log, so the maintainer can see why their settings were not taken.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class LabelFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow: list[str] = Field(default_factory=list, description="only these labels (globs); empty: all")
+    deny: list[str] = Field(default_factory=list, description="never these labels (globs)")
+
+    def permits(self, name: str) -> bool:
+        lowered = name.lower()
+        if any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.deny):
+            return False
+        return not self.allow or any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.allow)
+
+
+class RepoConfig(BaseModel):
+    """What a maintainer can set for their repository; every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    labels: LabelFilter = Field(default_factory=LabelFilter)
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="per-label score thresholds replacing the tuned ones"
+    )
+    max_labels: int = Field(default=3, ge=0)
+    skip_if_labeled: bool = Field(default=True, description="leave issues a human already labeled")
+    comment: bool = Field(default=False, description="also comment with the suggestions")
+    dry_run: bool = Field(default=False, description="decide and log, write nothing to GitHub")
+
+
+class RepoConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+def parse_repo_config(text: str | None, path: str) -> RepoConfig:
+    """The config in ``text`` (None or empty: defaults)."""
+    if text is None or not text.strip():
+        return RepoConfig()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RepoConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return RepoConfig()
+    if not isinstance(data, dict):
+        raise RepoConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return RepoConfig(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        raise RepoConfigError(f"{path}: {problems}") from None
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: RepoConfig
+    error: str | None
+    loaded_at: float
+
+
+class RepoConfigCache:
+    """Config per repository, fetched at most once per TTL, dropped when a push changes the file."""
+
+    def __init__(self, fetch: Callable[[str, int | None], str | None], path: str, ttl_seconds: float) -> None:
+        self._fetch = fetch
+        self.path = path
+        self.ttl = ttl_seconds
+        self._entries: dict[str, LoadedConfig] = {}
+        self._lock = threading.Lock()
+
+    def get(self, repo: str, installation_id: int | None) -> RepoConfig:
+        with self._lock:
+            entry = self._entries.get(repo)
+        if entry is not None and time.monotonic() - entry.loaded_at < self.ttl:
+            return entry.config
+        text = self._fetch(repo, installation_id)  # GitHub errors propagate: the job is retried
+        try:
+            entry = LoadedConfig(parse_repo_config(text, self.path), None, time.monotonic())
+        except RepoConfigError as exc:
+            log.warning("%s: %s; using the defaults", repo, exc)
+            entry = LoadedConfig(RepoConfig(), str(exc), time.monotonic())
+        with self._lock:
+            self._entries[repo] = entry
+        return entry.config
+
+    def invalidate(self, repo: str) -> None:
+        with self._lock:
+            self._entries.pop(repo, None)
+
+    def errors(self) -> dict[str, str]:
+        with self._lock:
+            return {repo: e.error for repo, e in self._entries.items() if e.error}

@@ -1,0 +1,105 @@
+"""The bot's parts wired together from the settings: built once at start, handed to the app."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot import feedback
+from bot.github_api import GitHubGateway
+from bot.handlers import HANDLED_EVENTS, EventHandlers
+from bot.jobs import ClaimedJob, JobQueue
+from bot.labeling import Labeler
+from bot.metrics import BotMetrics
+from bot.outcome import Outcome
+from bot.repo_config import RepoConfigCache
+from bot.served_models import ServedModels
+from bot.worker import Workers
+from training.github_client import GitHubClients
+from training.registry import Registry
+from training.settings import Settings
+from training.store import Store
+from training.store.upserts import now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BotServices:
+    settings: Settings
+    store: Store
+    queue: JobQueue
+    gateway: GitHubGateway
+    models: ServedModels
+    configs: RepoConfigCache
+    handlers: EventHandlers
+    workers: Workers
+    metrics: BotMetrics
+
+    @classmethod
+    def build(cls, settings: Settings, clients: GitHubClients | None = None) -> BotServices:
+        store = Store(settings.database_url)
+        gateway = GitHubGateway(clients or GitHubClients(settings))
+        metrics = BotMetrics()
+        models = ServedModels(
+            Registry(settings.registry_dir),
+            threads=settings.onnx_threads,
+            check_seconds=settings.bundle_check_seconds,
+        )
+        configs = RepoConfigCache(
+            lambda repo, installation: gateway.file_text(repo, installation, settings.repo_config_path),
+            settings.repo_config_path,
+            settings.repo_config_ttl_seconds,
+        )
+        labeler = Labeler(store, gateway, models, configs, metrics)
+        handlers = EventHandlers(settings, store, gateway, configs, labeler, metrics)
+        queue = JobQueue(
+            store,
+            max_attempts=settings.job_max_attempts,
+            retry_seconds=settings.job_retry_seconds,
+            lease_seconds=settings.job_lease_seconds,
+        )
+
+        def handle(job: ClaimedJob) -> Outcome:
+            return handlers.handle(job.delivery)
+
+        def housekeeping() -> None:
+            with store.session() as session:
+                added = feedback.sweep_accepted(session, at=now(), days=settings.feedback_accept_days)
+            if added:
+                log.info("%d bot labels left in place counted as accepted", added)
+
+        workers = Workers(
+            queue,
+            handle,
+            metrics,
+            count=settings.worker_threads,
+            poll_seconds=min(1.0, settings.job_retry_seconds),
+            housekeeping=housekeeping,
+        )
+        return cls(settings, store, queue, gateway, models, configs, handlers, workers, metrics)
+
+    def start(self) -> None:
+        repos = self.handlers.installed_repositories()
+        self.models.load(repos)
+        self._export_versions()
+        self.workers.start()
+        log.info(
+            "serving %d repositories (%s); %d worker threads",
+            len(repos),
+            ", ".join(f"{r}: {self.models.versions().get(r, 'no bundle')}" for r in repos) or "none yet",
+            self.settings.worker_threads,
+        )
+
+    def stop(self) -> None:
+        self.workers.stop()
+        self.gateway.close()
+        self.store.close()
+
+    def _export_versions(self) -> None:
+        self.metrics.model_version.clear()
+        for repo, version in self.models.versions().items():
+            self.metrics.model_version.labels(repo, version).set(1)
+
+    def handled(self, event: str) -> bool:
+        return event in HANDLED_EVENTS

@@ -1,0 +1,128 @@
+"""In-process workers that run webhook jobs from the store, with retries and backoff."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from bot.jobs import ClaimedJob, JobQueue
+from bot.metrics import BotMetrics
+from bot.outcome import Outcome, PermanentJobError
+from training.store.upserts import now
+
+log = logging.getLogger(__name__)
+
+
+class Workers:
+    """``count`` threads claiming jobs; ``wake()`` cuts the wait after a new delivery."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        handle: Callable[[ClaimedJob], Outcome],
+        metrics: BotMetrics,
+        *,
+        count: int,
+        poll_seconds: float = 1.0,
+        housekeeping: Callable[[], None] | None = None,
+        housekeeping_seconds: float = 600.0,
+    ) -> None:
+        self.queue = queue
+        self.handle = handle
+        self.metrics = metrics
+        self.count = count
+        self.poll_seconds = poll_seconds
+        self.housekeeping = housekeeping
+        self.housekeeping_seconds = housekeeping_seconds
+        self._wake = threading.Condition()
+        self._pending_wakes = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_housekeeping = 0.0
+
+    def start(self) -> None:
+        for i in range(self.count):
+            thread = threading.Thread(target=self._run, name=f"issue-labeler-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def wake(self) -> None:
+        with self._wake:
+            self._pending_wakes += 1
+            self._wake.notify()
+
+    def _wait(self) -> None:
+        with self._wake:
+            if self._pending_wakes == 0:
+                self._wake.wait(self.poll_seconds)
+            self._pending_wakes = max(self._pending_wakes - 1, 0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._maybe_housekeep()
+                job = self.queue.claim()
+            except Exception:  # the store may be briefly unreachable: keep the worker alive
+                log.exception("worker could not claim a job; retrying")
+                self._stop.wait(self.poll_seconds)
+                continue
+            if job is None:
+                self._wait()
+                continue
+            self.run_one(job)
+
+    def run_one(self, job: ClaimedJob) -> None:
+        delivery = job.delivery
+        name = f"{delivery.event}.{delivery.action}" if delivery.action else delivery.event
+        try:
+            outcome = self.handle(job)
+        except PermanentJobError as exc:
+            self.queue.fail(job, str(exc), permanent=True)
+            log.error("delivery %s (%s) failed for good: %s", delivery.delivery_id, name, exc)
+            self.metrics.jobs.labels(delivery.event, "failed").inc()
+            return
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            gave_up = self.queue.fail(job, error)
+            status = "failed" if gave_up else "retry"
+            log.warning(
+                "delivery %s (%s) attempt %d %s: %s",
+                delivery.delivery_id,
+                name,
+                job.attempts,
+                "failed for good" if gave_up else "failed, will retry",
+                error,
+            )
+            self.metrics.jobs.labels(delivery.event, status).inc()
+            return
+        self.queue.finish(job, outcome.text, ignored=outcome.ignored)
+        self.metrics.jobs.labels(delivery.event, "ignored" if outcome.ignored else "done").inc()
+        self.metrics.job_seconds.labels(delivery.event).observe(_since(job.received_at))
+        log.info("delivery %s (%s%s): %s", delivery.delivery_id, name, _where(job), outcome.text)
+
+    def _maybe_housekeep(self) -> None:
+        if (
+            self.housekeeping is None
+            or time.monotonic() - self._last_housekeeping < self.housekeeping_seconds
+        ):
+            return
+        self._last_housekeeping = time.monotonic()
+        self.housekeeping()
+
+
+def _since(moment: datetime) -> float:
+    return max((now() - moment).total_seconds(), 0.0)
+
+
+def _where(job: ClaimedJob) -> str:
+    return f" on {job.delivery.repository}" if job.delivery.repository else ""
