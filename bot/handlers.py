@@ -14,6 +14,7 @@ from bot.labeling import Labeler
 from bot.metrics import BotMetrics
 from bot.outcome import Outcome, PermanentJobError
 from bot.repo_config import RepoConfigCache
+from training.issue_templates import TEMPLATE_DIR
 from training.records import LabelRecord, RecordError, parse_datetime, parse_issue
 from training.settings import Settings
 from training.store import Store
@@ -97,6 +98,7 @@ class EventHandlers:
         if active:
             for name in names:
                 self.gateway.sync_labels(self.store, name, installation["id"])
+                self.labeler.models.get(name, force_check=True)
         return names
 
     def _on_ping(self, delivery: Delivery) -> Outcome:
@@ -224,7 +226,15 @@ class EventHandlers:
             for path in commit.get(key) or []
         }
         default_ref = f"refs/heads/{(payload.get('repository') or {}).get('default_branch', '')}"
-        if self.settings.repo_config_path in touched and payload.get("ref") == default_ref:
-            self.configs.invalidate(str(delivery.repository))
-            return Outcome(f"{self.settings.repo_config_path} changed: config reloaded on next use")
-        return Outcome("push: config file untouched", ignored=True)
+        if payload.get("ref") != default_ref:
+            return Outcome("push to another branch", ignored=True)
+        repo, done = str(delivery.repository), []
+        if self.settings.repo_config_path in touched:
+            self.configs.invalidate(repo)
+            done.append(f"{self.settings.repo_config_path} reloaded on next use")
+        if any(path.startswith(TEMPLATE_DIR + "/") for path in touched):
+            self.gateway.sync_labels(self.store, repo, delivery.installation_id)
+            done.append("issue-form labels re-read")
+        if done:
+            return Outcome("; ".join(done))
+        return Outcome("push: neither config nor issue forms changed", ignored=True)

@@ -11,8 +11,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from training.store import Store
 from training.store.models import WebhookJob
@@ -95,10 +96,21 @@ class JobQueue:
             (WebhookJob.status == PENDING) & (WebhookJob.next_attempt_at <= stamp),
             (WebhookJob.status == RUNNING) & (WebhookJob.lease_until < stamp),
         )
+        # Per repository (and installation-wide events before them), jobs run in arrival order:
+        # "labeled" never overtakes "opened", nor an issue event the installation it needs.
+        earlier = aliased(WebhookJob)
+        blocked = exists().where(
+            earlier.id < WebhookJob.id,
+            earlier.status.in_([PENDING, RUNNING]),
+            or_(
+                earlier.repository == WebhookJob.repository,
+                earlier.repository.is_(None) & (earlier.installation_id == WebhookJob.installation_id),
+            ),
+        )
         with self.store.session() as session:
             candidates = session.execute(
                 select(WebhookJob.id, WebhookJob.status, WebhookJob.lease_until)
-                .where(due)
+                .where(due, ~blocked)
                 .order_by(WebhookJob.id)
                 .limit(5)
             ).all()

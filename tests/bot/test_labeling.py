@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from tests.bot.conftest import BotUnderTest
-from tests.bot.helpers import wait_for
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
+from tests.bot.helpers import API_TOKEN, example, issue_delivery, repository_json, wait_for
+from training.store.models import WebhookJob
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def test_opened_issue_is_labeled_through_the_app_installation(bot: BotUnderTest) -> None:
@@ -20,3 +29,116 @@ def test_opened_issue_is_labeled_through_the_app_installation(bot: BotUnderTest)
     assert len(label_posts) == 1
     assert label_posts[0].headers["authorization"].startswith("token ghs_fake")  # an installation token
     assert not bot.fake.comments
+
+
+def _push(bot: BotUnderTest, path: str, delivery_id: str) -> None:
+    push = example("push", "with-installation")
+    push.update(ref="refs/heads/main", repository=bot.repository, installation={"id": INSTALLATION})
+    push["commits"] = [{"id": "abc", "added": [], "removed": [], "modified": [path]}]
+    bot.deliver.send("push", push, delivery_id=delivery_id)
+    wait_for(lambda: bot.job_status(delivery_id) == "done", what="the push job")
+
+
+def _label(bot: BotUnderTest, name: str) -> dict:
+    return dict(bot.fake.label_json(bot.repo, name))
+
+
+def test_issue_labeled_by_a_human_is_left_alone_but_form_labels_do_not_count(bot: BotUnderTest) -> None:
+    bot.fake.label_json(bot.repo, "triage")
+    bot.repo.contents[".github/ISSUE_TEMPLATE/bug.yml"] = "name: Bug\nlabels: [triage]\nbody: []\n"
+    _push(bot, ".github/ISSUE_TEMPLATE/bug.yml", "push-form")
+    human = bot.open_issue(labels=["enhancement"])
+    bot.send_issue("opened", human, delivery_id="h-1")
+    form = bot.open_issue(labels=["triage"])
+    bot.send_issue("opened", form, delivery_id="f-1")
+    wait_for(lambda: bot.job_status("h-1") == "done" and bot.job_status("f-1") == "done", what="jobs")
+    assert bot.labels_on(human["number"]) == ["enhancement"]
+    assert bot.labels_on(form["number"]) == ["bug", "documentation", "triage"]
+
+
+def test_repository_config_rules(bot: BotUnderTest) -> None:
+    bot.repo.contents[".github/issue-labeler.yml"] = "labels:\n  deny: [doc*]\nmax_labels: 1\ncomment: true\n"
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="c-1")
+    wait_for(lambda: bot.job_status("c-1") == "done", what="the job")
+    assert bot.labels_on(issue["number"]) == ["bug"]
+    assert len(bot.fake.comments) == 1
+    _, number, text = bot.fake.comments[0]
+    assert number == issue["number"] and "`bug`" in text and "<details>" in text
+
+
+def test_dry_run_writes_nothing(bot: BotUnderTest) -> None:
+    bot.repo.contents[".github/issue-labeler.yml"] = "dry_run: true\n"
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="dry-1")
+    wait_for(lambda: bot.job_status("dry-1") == "done", what="the job")
+    assert bot.labels_on(issue["number"]) == []
+    assert not bot.fake.requests_to(r".*/labels", "POST")
+
+
+def test_invalid_config_file_uses_defaults_and_is_reported(bot: BotUnderTest) -> None:
+    bot.repo.contents[".github/issue-labeler.yml"] = "max_labels: many\nsurprise: 1\n"
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="bad-cfg")
+    wait_for(lambda: bot.job_status("bad-cfg") == "done", what="the job")
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    status = bot.deliver.client.get("/status", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+    error = status["repositories"][REPO]["config_error"]
+    assert "max_labels" in error and "surprise" in error
+
+
+def test_push_to_the_config_file_reloads_it(bot: BotUnderTest) -> None:
+    first = bot.open_issue()
+    bot.send_issue("opened", first, delivery_id="p-1")
+    wait_for(lambda: bot.job_status("p-1") == "done", what="the job")
+    bot.repo.contents[".github/issue-labeler.yml"] = "enabled: false\n"
+    _push(bot, ".github/issue-labeler.yml", "push-1")
+    second = bot.open_issue()
+    bot.send_issue("opened", second, delivery_id="p-2")
+    wait_for(lambda: bot.job_status("p-2") == "done", what="the job")
+    assert bot.labels_on(second["number"]) == []
+
+
+def test_renamed_label_is_followed_and_deleted_label_never_applied(bot: BotUnderTest) -> None:
+    bot.fake.rename_label(bot.repo, "bug", "type: bug")
+    renamed = example("label", "edited")
+    renamed.update(
+        label=_label(bot, "type: bug"),
+        changes={"name": {"from": "bug"}},
+        repository=bot.repository,
+        installation={"id": INSTALLATION},
+    )
+    bot.deliver.send("label", renamed, delivery_id="l-1")
+    deleted = example("label", "deleted")
+    deleted.update(
+        label=_label(bot, "documentation"), repository=bot.repository, installation={"id": INSTALLATION}
+    )
+    bot.repo.labels.pop("documentation")
+    bot.deliver.send("label", deleted, delivery_id="l-2")
+    wait_for(lambda: bot.job_status("l-1") == "done" and bot.job_status("l-2") == "done", what="label jobs")
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="after-rename")
+    wait_for(lambda: bot.job_status("after-rename") == "done", what="the job")
+    assert bot.labels_on(issue["number"]) == ["type: bug"]
+
+
+def test_repository_without_bundle_is_not_labeled(bot: BotUnderTest) -> None:
+    other = bot.fake.add_repo("octo-org/no-model", installation_id=INSTALLATION)
+    added = example("installation_repositories", "added")
+    added.update(installation={"id": INSTALLATION, "account": {"login": "octo-org"}})
+    added["repositories_added"] = [{"id": other.id, "node_id": other.node_id, "full_name": other.full_name}]
+    bot.deliver.send("installation_repositories", added, delivery_id="ir-1")
+    wait_for(lambda: bot.job_status("ir-1") == "done", what="the installation job")
+    issue = bot.fake.add_issue(other, number=1, title="Crash", body="It fails", labels=[], created_at=_now())
+    payload = issue_delivery(
+        "opened",
+        issue,
+        repository_json(other.full_name, other.id, other.node_id),
+        installation_id=INSTALLATION,
+    )
+    bot.deliver.send("issues", payload, delivery_id="nm-1")
+    wait_for(lambda: bot.job_status("nm-1") == "done", what="the job")
+    assert not other.issues[1]["labels"]
+    with bot.services.store.session() as session:
+        outcome = session.scalar(select(WebhookJob.outcome).where(WebhookJob.delivery_id == "nm-1"))
+    assert "no model bundle" in str(outcome)

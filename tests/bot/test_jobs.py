@@ -1,0 +1,83 @@
+"""The job queue in the store: each job claimed once, in order per repository, never dropped."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from bot.jobs import Delivery, JobQueue
+from training.store import Store
+
+
+def _delivery(delivery_id: str, repo: str | None, installation: int = 1, event: str = "issues") -> Delivery:
+    payload: dict = {"action": "opened", "installation": {"id": installation}}
+    if repo:
+        payload["repository"] = {"full_name": repo}
+    return Delivery(delivery_id, event, payload)
+
+
+def _accept(queue: JobQueue, delivery: Delivery) -> bool:
+    return queue.accept(delivery, json.dumps(delivery.payload).encode(), handled=True)
+
+
+def test_two_replicas_never_claim_the_same_job(store: Store) -> None:
+    replicas = [JobQueue(store, max_attempts=3, retry_seconds=1, lease_seconds=60) for _ in range(2)]
+    for i in range(30):
+        assert _accept(replicas[0], _delivery(f"d{i}", f"o/r{i}"))
+    assert not _accept(replicas[1], _delivery("d0", "o/r0"))  # a redelivery
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def work(queue: JobQueue) -> None:
+        while (job := queue.claim()) is not None:
+            with lock:
+                claimed.append(job.delivery.delivery_id)
+            queue.finish(job, "ok")
+
+    threads = [threading.Thread(target=work, args=(q,)) for q in replicas for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(f"d{i}" for i in range(30))
+
+
+def test_jobs_of_one_repository_run_in_order_after_their_installation(store: Store) -> None:
+    queue = JobQueue(store, max_attempts=3, retry_seconds=1, lease_seconds=60)
+    _accept(queue, _delivery("install", None, installation=5, event="installation"))
+    _accept(queue, _delivery("opened", "o/a", installation=5))
+    _accept(queue, _delivery("labeled", "o/a", installation=5))
+    _accept(queue, _delivery("other", "o/b", installation=6))
+    first, second = queue.claim(), queue.claim()
+    assert first is not None and second is not None
+    assert {first.delivery.delivery_id, second.delivery.delivery_id} == {"install", "other"}
+    assert queue.claim() is None  # o/a waits for the installation
+    queue.finish(first if first.delivery.delivery_id == "install" else second, "ok")
+    opened = queue.claim()
+    assert opened is not None and opened.delivery.delivery_id == "opened"
+    assert queue.claim() is None  # "labeled" waits for "opened"
+    queue.finish(opened, "ok")
+    labeled = queue.claim()
+    assert labeled is not None and labeled.delivery.delivery_id == "labeled"
+
+
+def test_failures_back_off_then_fail_for_good_and_expired_leases_are_reclaimed(store: Store) -> None:
+    queue = JobQueue(store, max_attempts=2, retry_seconds=0.3, lease_seconds=0.3)
+    _accept(queue, _delivery("flaky", "o/a"))
+    job = queue.claim()
+    assert job is not None and job.attempts == 1
+    assert queue.fail(job, "GithubException: 502") is False
+    assert queue.claim() is None  # backing off
+    time.sleep(0.35)
+    job = queue.claim()
+    assert job is not None and job.attempts == 2
+    assert queue.fail(job, "GithubException: 502") is True
+    assert queue.status_of("flaky") == "failed" and queue.failed()[0]["error"] == "GithubException: 502"
+
+    _accept(queue, _delivery("crashed", "o/b"))
+    assert queue.claim() is not None  # its worker dies without finishing
+    assert queue.claim() is None
+    time.sleep(0.35)
+    again = queue.claim()
+    assert again is not None and again.delivery.delivery_id == "crashed" and again.attempts == 2

@@ -1,0 +1,62 @@
+"""GitHub failures are retried; jobs that keep failing stay visible; a model swap needs no restart."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.bot.conftest import REPO, BotUnderTest, start_bot
+from tests.bot.helpers import API_TOKEN, build_bundle, wait_for
+from tests.fakegithub.server import Fault
+
+
+def test_github_502_then_201_is_retried_and_labels_once(bot: BotUnderTest) -> None:
+    issue = bot.open_issue()
+    path = rf"/repos/{REPO}/issues/{issue['number']}/labels"
+    bot.fake.faults.append(Fault(path=path, method="POST", status=502, times=1))
+    bot.send_issue("opened", issue, delivery_id="r-1")
+    wait_for(lambda: bot.job_status("r-1") == "done", what="the retried job")
+    posts = bot.fake.requests_to(path, "POST")
+    assert [p.status for p in posts] == [502, 200]
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
+def test_a_job_that_keeps_failing_is_kept_as_failed_with_its_error(bot: BotUnderTest) -> None:
+    issue = bot.open_issue()
+    path = rf"/repos/{REPO}/issues/{issue['number']}/labels"
+    bot.fake.faults.append(Fault(path=path, method="POST", status=503, times=100))
+    bot.send_issue("opened", issue, delivery_id="f-1")
+    wait_for(lambda: bot.job_status("f-1") == "failed", what="the job to fail")
+    assert len(bot.fake.requests_to(path, "POST")) == bot.settings.job_max_attempts
+    status = bot.deliver.client.get("/status", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+    assert status["jobs"]["failed"] == 1
+    (failed,) = status["failed_jobs"]
+    assert failed["delivery_id"] == "f-1" and "503" in failed["error"] and failed["attempts"] == 3
+
+
+def test_promoted_bundle_is_hot_swapped(
+    fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    registry = tmp_path / "registry"
+    shutil.copytree(bundle_registry, registry, symlinks=True)
+    running = start_bot(fake_github, app_keys, registry, database_url, real_issues)
+    try:
+        first = running.services.models.versions()[REPO]
+        new = build_bundle(
+            registry,
+            REPO,
+            {
+                "bug": {"threshold": 1.5, "node_id": "LA_bug"},
+                "question": {"threshold": 0.0, "node_id": "LA_q"},
+            },
+        )
+        issue = running.open_issue()
+        running.send_issue("opened", issue, delivery_id="swap-1")
+        wait_for(lambda: running.job_status("swap-1") == "done", what="the job")
+        assert new != first and running.services.models.versions()[REPO] == new
+        assert running.labels_on(issue["number"]) == ["question"]
+        metrics = running.deliver.client.get("/metrics").text
+        assert f'issue_labeler_model_info{{repository="{REPO}",version="{new}"}} 1.0' in metrics
+    finally:
+        running.deliver.close()
+        running.server.stop()
