@@ -68,6 +68,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     status: int = 0
+    received_at: float = field(default_factory=time.time)
 
 
 @dataclass

@@ -1,0 +1,292 @@
+"""Webhook load: N signed ``issues.opened`` deliveries at a steady rate against ``python -m bot``.
+
+The bot runs as its own process, serving the bundle in service from ``--registry`` for
+``--repo``; GitHub is the tests' fake server on 127.0.0.1. Reports deliveries accepted per
+second, the time to answer a delivery, the time from sending a delivery to the labels reaching
+the fake GitHub (p50/p99), errors, and lost or doubled labels. Prints a table and writes JSON.
+
+    python -m benchmarks.webhook_load --registry var/models --repo scikit-learn/scikit-learn \\
+        --deliveries 400 --rate 20 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bot.signature import sign
+from tests.fakegithub import FakeGitHub
+from training.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SECRET = "load-test-secret"
+APP_ID, INSTALLATION = 1, 7
+
+
+def _keys() -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+def _issues(path: Path, n: int) -> list[dict]:
+    rows = []
+    with path.open() as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row.get("body"):
+                rows.append(row)
+            if len(rows) == n:
+                break
+    return rows
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 1) if values else float("nan")
+
+
+async def _send_all(
+    url: str, bodies: list[tuple[str, bytes]], rate: float, concurrency: int
+) -> tuple[dict, list]:
+    """Send at ``rate`` per second, at most ``concurrency`` in flight; returns send times and answers."""
+    sent_at: dict[str, float] = {}
+    answers: list[tuple[str, int, float]] = []
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def one(delivery_id: str, body: bytes) -> None:
+            async with gate:
+                headers = {
+                    "X-GitHub-Event": "issues",
+                    "X-GitHub-Delivery": delivery_id,
+                    "X-Hub-Signature-256": sign(SECRET, body),
+                    "Content-Type": "application/json",
+                }
+                sent_at[delivery_id] = time.time()
+                try:
+                    response = await client.post("/webhook", content=body, headers=headers)
+                    status = response.status_code
+                except httpx.HTTPError:
+                    status = 0
+                answers.append((delivery_id, status, (time.time() - sent_at[delivery_id]) * 1000))
+
+        tasks = []
+        started = time.perf_counter()
+        for i, (delivery_id, body) in enumerate(bodies):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(delivery_id, body)))
+        await asyncio.gather(*tasks)
+    return sent_at, answers
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--registry", type=Path, default=ROOT / "var" / "models")
+    parser.add_argument("--repo", default="scikit-learn/scikit-learn")
+    parser.add_argument("--deliveries", type=int, default=400)
+    parser.add_argument("--rate", type=float, default=20.0, help="deliveries per second")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="the bot's worker threads")
+    parser.add_argument(
+        "--data", type=Path, default=ROOT.parent / "shared" / "data" / "sklearn_surya" / "issues.jsonl"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "webhook_load.json")
+    args = parser.parse_args()
+    registry = Registry(args.registry.resolve())
+    bundle = registry.load_current(args.repo)
+    if bundle is None:
+        parser.error(
+            f"no bundle in service for {args.repo} under {args.registry}: "
+            "run python -m training.refresh first"
+        )
+    labels = list(bundle.labels)
+    precision = str(bundle.info.get("precision"))
+    del bundle
+
+    private, public = _keys()
+    texts = _issues(args.data, args.deliveries)
+    with FakeGitHub(app_id=APP_ID, app_public_key=public) as fake, tempfile.TemporaryDirectory() as tmp:
+        repo = fake.add_repo(args.repo, installation_id=INSTALLATION)
+        for name in labels:
+            fake.label_json(repo, name)
+        port = _free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ISSUE_LABELER_")},
+            "ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp}/bot.db",
+            "ISSUE_LABELER_GITHUB_API_URL": fake.base_url,
+            "ISSUE_LABELER_GITHUB_APP_ID": str(APP_ID),
+            "ISSUE_LABELER_GITHUB_PRIVATE_KEY": private,
+            "ISSUE_LABELER_WEBHOOK_SECRET": SECRET,
+            "ISSUE_LABELER_REGISTRY_DIR": str(registry.root),
+            "ISSUE_LABELER_WORKER_THREADS": str(args.workers),
+            "ISSUE_LABELER_LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+        }
+        log_path = Path(tmp) / "bot.log"
+        bot = subprocess.Popen(
+            [sys.executable, "-m", "bot", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait(lambda: _get(url + "/healthz") == 200, bot, log_path)
+            install = {
+                "action": "created",
+                "installation": {"id": INSTALLATION, "account": {"login": args.repo.split("/")[0]}},
+                "repositories": [{"id": repo.id, "node_id": repo.node_id, "full_name": args.repo}],
+            }
+            _post(url, "installation", install)
+            _wait(lambda: args.repo in httpx.get(url + "/readyz").json()["bundles"], bot, log_path)
+
+            bodies = []
+            repository = {
+                "id": repo.id,
+                "node_id": repo.node_id,
+                "full_name": args.repo,
+                "default_branch": "main",
+            }
+            for number, row in enumerate(texts, start=1):
+                issue = fake.add_issue(
+                    repo,
+                    number=number,
+                    title=row["title"],
+                    body=row["body"],
+                    labels=[],
+                    created_at=datetime.now(UTC),
+                )
+                payload = {
+                    "action": "opened",
+                    "issue": issue,
+                    "repository": repository,
+                    "installation": {"id": INSTALLATION},
+                    "sender": {"login": "someone", "type": "User"},
+                }
+                bodies.append((f"load-{number}-{uuid.uuid4().hex[:8]}", json.dumps(payload).encode()))
+            number_of = {delivery_id: n for n, (delivery_id, _) in enumerate(bodies, start=1)}
+            started = time.time()
+            sent_at, answers = asyncio.run(_send_all(url, bodies, args.rate, args.concurrency))
+            send_seconds = time.time() - started
+            deadline = time.time() + 120
+            while time.time() < deadline and not _drained(url, len(bodies)):
+                time.sleep(0.2)
+        finally:
+            bot.terminate()
+            bot.wait(30)
+
+        posts: dict[int, list[float]] = {}
+        for request in fake.requests_to(rf"/repos/{args.repo}/issues/\d+/labels", "POST"):
+            posts.setdefault(int(request.path.split("/")[-2]), []).append(request.received_at)
+        labeled_ms = [(posts[number_of[d]][0] - sent_at[d]) * 1000 for d in sent_at if number_of[d] in posts]
+        answer_ms = [ms for _, status, ms in answers]
+        errors = sum(1 for _, status, _ in answers if status != 202)
+        doubled = sum(1 for times in posts.values() if len(times) > 1)
+        predicted_nothing = len(bodies) - len(posts)
+        result = {
+            "repo": args.repo,
+            "bundle_precision": precision,
+            "deliveries": len(bodies),
+            "target_rate_per_s": args.rate,
+            "concurrency": args.concurrency,
+            "bot_workers": args.workers,
+            "accepted_per_s": round(sum(1 for _, s, _ in answers if s == 202) / send_seconds, 1),
+            "answer_p50_ms": _percentile(answer_ms, 50),
+            "answer_p99_ms": _percentile(answer_ms, 99),
+            "delivery_to_labels_p50_ms": _percentile(labeled_ms, 50),
+            "delivery_to_labels_p99_ms": _percentile(labeled_ms, 99),
+            "errors": errors,
+            "issues_labeled": len(posts),
+            "issues_with_no_label_decided": predicted_nothing,
+            "doubled_label_writes": doubled,
+            "mean_answer_ms": round(statistics.fmean(answer_ms), 1) if answer_ms else None,
+        }
+    print(
+        f"{result['deliveries']} deliveries at {args.rate}/s, concurrency {args.concurrency}, "
+        f"{args.workers} workers, bundle {precision}"
+    )
+    for key, value in result.items():
+        print(f"  {key:<32} {value}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"written {args.out}")
+    return 0
+
+
+def _drained(url: str, expected: int) -> bool:
+    """Every delivery's job has ended (done, ignored or failed)."""
+    text = httpx.get(url + "/metrics").text
+    finished = 0.0
+    for line in text.splitlines():
+        if line.startswith('issue_labeler_jobs_total{event="issues"'):
+            status = line.split('status="')[1].split('"')[0]
+            if status in {"done", "failed", "ignored"}:
+                finished += float(line.rsplit(" ", 1)[1])
+    return finished >= expected
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=1).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def _post(url: str, event: str, payload: dict) -> None:
+    body = json.dumps(payload).encode()
+    headers = {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": uuid.uuid4().hex,
+        "X-Hub-Signature-256": sign(SECRET, body),
+    }
+    response = httpx.post(url + "/webhook", content=body, headers=headers)
+    response.raise_for_status()
+
+
+def _wait(condition, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:  # type: ignore[no-untyped-def,type-arg]
+    deadline = time.time() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise SystemExit(f"the bot exited:\n{log.read_text()[-3000:]}")
+        if time.time() > deadline:
+            raise SystemExit(f"timed out waiting for the bot:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
