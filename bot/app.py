@@ -87,6 +87,7 @@ def create_app(services: BotServices) -> FastAPI:
         accepted = services.queue.accept(delivery, bytes(body), handled=handled)
         if not accepted:
             services.metrics.deliveries.labels(event, "duplicate").inc()
+            services.workers.wake()  # a failed job may have been put back by the redelivery
             return JSONResponse({"status": "duplicate", "delivery": delivery_id}, status_code=200)
         services.metrics.deliveries.labels(event, "accepted" if handled else "ignored").inc()
         if handled:

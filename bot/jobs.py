@@ -66,6 +66,8 @@ class JobQueue:
         """Persist a delivery; False when this delivery id was accepted before (a redelivery).
 
         Events the bot has no handler for are kept as ``ignored`` so they cost no work.
+        A redelivery of a job that failed for good puts it back in the queue: that is what
+        GitHub's "Redeliver" button is for, once the cause is fixed.
         """
         stamp = now()
         job = WebhookJob(
@@ -86,6 +88,7 @@ class JobQueue:
             with self.store.session() as session:
                 session.add(job)
         except IntegrityError:
+            self.retry_failed(delivery.delivery_id)
             return False
         return True
 
@@ -170,13 +173,13 @@ class JobQueue:
             )
         return give_up
 
-    def retry_failed(self, job_id: int) -> bool:
-        """Put a failed job back in the queue (an operator's decision)."""
+    def retry_failed(self, delivery_id: str) -> bool:
+        """Put a failed job back in the queue, its attempts counted afresh."""
         stamp = now()
         with self.store.session() as session:
             result = session.execute(
                 update(WebhookJob)
-                .where(WebhookJob.id == job_id, WebhookJob.status == FAILED)
+                .where(WebhookJob.delivery_id == delivery_id, WebhookJob.status == FAILED)
                 .values(status=PENDING, attempts=0, next_attempt_at=stamp, finished_at=None)
             )
             return result.rowcount == 1

@@ -142,3 +142,20 @@ def test_repository_without_bundle_is_not_labeled(bot: BotUnderTest) -> None:
     with bot.services.store.session() as session:
         outcome = session.scalar(select(WebhookJob.outcome).where(WebhookJob.delivery_id == "nm-1"))
     assert "no model bundle" in str(outcome)
+
+
+def test_edited_issue_is_labeled_only_while_unlabeled(bot: BotUnderTest) -> None:
+    bot.repo.contents[".github/issue-labeler.yml"] = "labels:\n  deny: [bug, documentation]\n"
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="e-1")  # nothing passes the deny list
+    wait_for(lambda: bot.job_status("e-1") == "done", what="the job")
+    bot.repo.contents[".github/issue-labeler.yml"] = ""
+    bot.services.configs.invalidate(REPO)
+    bot.send_issue("edited", bot.repo.issues[issue["number"]], delivery_id="e-2")
+    wait_for(lambda: bot.job_status("e-2") == "done", what="the edited job")
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    bot.fake.edit_issue(bot.repo, issue["number"], _now(), labels=["enhancement"])
+    bot.send_issue("edited", bot.repo.issues[issue["number"]], delivery_id="e-3")
+    wait_for(lambda: bot.job_status("e-3") == "done", what="the second edited job")
+    assert bot.labels_on(issue["number"]) == ["enhancement"]
+    assert len(bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")) == 1
