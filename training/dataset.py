@@ -16,7 +16,7 @@ import logging
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 
 import numpy as np
@@ -26,7 +26,15 @@ from sqlalchemy.orm import Session
 
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
-from training.store.models import Issue, Repository, SplitAssignment, TemplateLabel
+from training.store.models import (
+    Feedback,
+    Issue,
+    LabelEvent,
+    Prediction,
+    Repository,
+    SplitAssignment,
+    TemplateLabel,
+)
 from training.store.upserts import now
 
 log = logging.getLogger(__name__)
@@ -51,9 +59,12 @@ class DatasetConfig:
     exclude_template_labels: bool = True
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 42
+    # Bot labels nobody has reacted to count only after this many days (see _unconfirmed_bot_labels).
+    bot_label_confirm_days: float = 7.0
+    as_of: datetime | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DatasetConfig:
+    def from_settings(cls, settings: Settings, *, as_of: datetime | None = None) -> DatasetConfig:
         return cls(
             min_label_examples=settings.min_label_examples,
             exclude_labels=tuple(settings.exclude_labels),
@@ -61,6 +72,8 @@ class DatasetConfig:
             exclude_template_labels=settings.exclude_template_labels,
             split_fractions=settings.split_fractions,
             seed=settings.seed,
+            bot_label_confirm_days=settings.feedback_accept_days,
+            as_of=as_of,
         )
 
     def is_excluded(self, name: str) -> bool:
@@ -213,6 +226,8 @@ def build_dataset(
         select(Issue).where(Issue.repository_id.in_(list(ids))).order_by(Issue.created_at, Issue.id)
     ).all()
 
+    unconfirmed = _unconfirmed_bot_labels(session, list(ids), config)
+    rejected = _issues_with_rejected_bot_labels(session, list(ids))
     not_learned: dict[str, str] = {}
     seen_texts: set[str] = set()
     duplicates = 0
@@ -224,9 +239,12 @@ def build_dataset(
             continue
         seen_texts.add(text)
         names = set()
+        pending = unconfirmed.get(issue.id, set())
         for link in issue.labels:
             label = link.label
             name = config.label_aliases.get(label.name, label.name)
+            if label.name.lower() in pending:
+                continue  # the bot's, and nobody has confirmed or corrected it yet
             if label.deleted_at is not None:
                 not_learned[name] = "deleted from the repository"
             elif (issue.repository_id, label.name) in templates or (issue.repository_id, name) in templates:
@@ -257,7 +275,8 @@ def build_dataset(
     unlabeled: list[Example] = []
     for example in candidates:
         kept = tuple(name for name in example.labels if name in learned_set)
-        target = labeled if kept else unlabeled
+        # An issue whose bot labels a human took off is a checked negative, not unlabeled text.
+        target = labeled if kept or example.issue_id in rejected else unlabeled
         target.append(Example(**{**example.__dict__, "labels": kept}))
     if not labeled:
         raise DatasetError(
@@ -279,6 +298,53 @@ def build_dataset(
         not_learned=dict(sorted(not_learned.items())),
         duplicates_dropped=duplicates,
         split_method="+".join(methods),
+    )
+
+
+def _unconfirmed_bot_labels(
+    session: Session, repository_ids: list[int], config: DatasetConfig
+) -> dict[int, set[str]]:
+    """Labels the bot applied less than ``bot_label_confirm_days`` ago to issues no human has
+    relabeled since: not ground truth yet (lower-cased names, per issue id)."""
+    cutoff = (config.as_of or datetime.now(UTC)) - timedelta(days=config.bot_label_confirm_days)
+    rows = session.execute(
+        select(Issue.id, Prediction.labels, Prediction.applied_at)
+        .join(
+            Issue,
+            (Issue.repository_id == Prediction.repository_id) & (Issue.number == Prediction.issue_number),
+        )
+        .where(
+            Prediction.repository_id.in_(repository_ids),
+            Prediction.applied_at.is_not(None),
+            Prediction.applied_at > cutoff,
+        )
+    ).all()
+    pending: dict[int, set[str]] = {}
+    for issue_id, labels, applied_at in rows:
+        touched = session.scalar(
+            select(LabelEvent.id)
+            .where(
+                LabelEvent.issue_id == issue_id,
+                LabelEvent.actor_type == "User",
+                LabelEvent.occurred_at >= applied_at,
+            )
+            .limit(1)
+        )
+        if touched is None:
+            pending.setdefault(issue_id, set()).update(name.lower() for name in labels)
+    return pending
+
+
+def _issues_with_rejected_bot_labels(session: Session, repository_ids: list[int]) -> set[int]:
+    return set(
+        session.scalars(
+            select(Issue.id)
+            .join(
+                Feedback,
+                (Feedback.repository_id == Issue.repository_id) & (Feedback.issue_number == Issue.number),
+            )
+            .where(Issue.repository_id.in_(repository_ids), Feedback.kind == "false_positive")
+        ).all()
     )
 
 

@@ -80,6 +80,8 @@ def fuse_transformer_ops(path: Path, config: object) -> Path:
     if model_type not in FUSABLE:
         log.info("no onnxruntime fusions for model type %r; keeping the plain graph", model_type)
         return path
+    for name in ("fusion_base", "onnx_model", "onnx_model_bert", "fusion_utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # one line per fusion otherwise
     optimized = optimize_model(
         str(path),
         model_type="bert",

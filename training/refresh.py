@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +37,15 @@ from training.jsonl_import import import_jsonl
 from training.logs import configure_logging
 from training.metrics import decide, exclusive_group, scores, tune_thresholds
 from training.model_card import model_card
+from training.refresh_runs import (
+    FAILED,
+    PROMOTED,
+    REJECTED,
+    RefreshBusy,
+    RefreshRuns,
+    SlotTaken,
+    format_history,
+)
 from training.registry import Registry
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
@@ -323,7 +333,10 @@ def summary_table(result: RefreshResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.refresh", description=__doc__)
-    parser.add_argument("--repo", required=True, metavar="OWNER/NAME")
+    parser.add_argument("--repo", metavar="OWNER/NAME", help="the repository to retrain")
+    parser.add_argument(
+        "--history", metavar="OWNER/NAME", help="print the repository's refresh history and exit"
+    )
     parser.add_argument(
         "--from-jsonl",
         action="append",
@@ -346,10 +359,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="VERSION",
         help="serve VERSION, or the previously promoted bundle, and exit",
     )
+    parser.add_argument(
+        "--trigger", default="manual", choices=["manual", "schedule", "early", "api"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--reason", default="run by hand", help="why, for the refresh history")
+    parser.add_argument("--slot", help=argparse.SUPPRESS)  # a scheduled occasion: run once across replicas
+    parser.add_argument("--nice", type=int, default=0, help="lower this process's priority by N")
     args = parser.parse_args(argv)
+    if not args.repo and not args.history:
+        parser.error("give --repo OWNER/NAME (or --history OWNER/NAME)")
+    if args.nice:
+        os.nice(args.nice)
     try:
         settings = load_settings()
-        config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
+        config_path = args.config or settings.refresh_config
+        config = TrainingConfig.from_file(config_path) if config_path else TrainingConfig()
     except (SettingsError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
@@ -370,6 +394,21 @@ def main(argv: list[str] | None = None) -> int:
     except StoreUnavailable as exc:
         log.error("%s", exc)
         return 2
+    runs = RefreshRuns(store, lock_hours=settings.refresh_lock_hours)
+    if args.history:
+        print(format_history(args.history, runs.history(args.history)))  # noqa: T201
+        store.close()
+        return 0
+    try:
+        started = runs.start(args.repo, trigger=args.trigger, reason=args.reason, slot=args.slot)
+    except SlotTaken as exc:
+        log.info("not run: %s", exc)
+        store.close()
+        return 0
+    except RefreshBusy as exc:
+        log.error("%s: not run, %s", args.repo, exc)
+        store.close()
+        return 3
     clients = None
     try:
         if not args.from_jsonl:
@@ -386,11 +425,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (RefreshError, DatasetError, FetchError, GitHubAuthError, BundleError, FileNotFoundError) as exc:
         log.error("refresh of %s failed, the bundle in service is unchanged: %s", args.repo, exc)
+        runs.finish(started, status=FAILED, outcome=str(exc))
         return 1
+    except BaseException as exc:
+        runs.finish(started, status=FAILED, outcome=f"{type(exc).__name__}: {exc}")
+        raise
     finally:
-        store.close()
         if clients is not None:
             clients.close()
+    test = result.metrics["test"]
+    runs.finish(
+        started,
+        status=PROMOTED if result.promoted else REJECTED,
+        outcome=result.reason,
+        version=result.version,
+        counts=result.metrics["counts"],  # type: ignore[arg-type]
+        metrics={"micro_f1": test["micro_f1"], "macro_f1": test["macro_f1"]},  # type: ignore[index]
+    )
+    store.close()
     print(summary_table(result))  # noqa: T201
     return 0
 

@@ -160,6 +160,39 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How often the server looks for a newly promoted bundle."
     )
 
+    refresh_schedule: str = Field(
+        default="0 3 * * 0",
+        description="Cron schedule (UTC) of retraining every installed repository; empty: off.",
+    )
+    refresh_check_minutes: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often the bot checks whether a repository should retrain early (0: never).",
+    )
+    refresh_min_new_labeled: int = Field(
+        default=50,
+        ge=1,
+        description="Retrain early after this many new labeled issues since the last refresh.",
+    )
+    refresh_precision_floor: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Retrain early when live precision of applied labels falls below this.",
+    )
+    refresh_min_feedback: int = Field(
+        default=20, ge=1, description="Applied labels needed before live precision is trusted as a trigger."
+    )
+    refresh_lock_hours: float = Field(
+        default=6.0, gt=0, description="A refresh lock left by a crashed process expires after this long."
+    )
+    refresh_nice: int = Field(
+        default=10, ge=0, le=19, description="Scheduling niceness of refresh processes."
+    )
+    refresh_config: Path | None = Field(
+        default=None, description="Training config file (YAML/JSON) for scheduled and on-demand refreshes."
+    )
+
     log_level: str = Field(default="INFO", description="Python logging level.")
 
     @field_validator("exclude_labels", mode="before")

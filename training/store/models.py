@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -259,3 +260,43 @@ class Feedback(Base):
     actor_login: Mapped[str | None] = mapped_column(String(200))
     delivery_id: Mapped[str | None] = mapped_column(String(100))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RefreshRun(Base):
+    """One retraining of one repository: why, when, on what data, with what result.
+
+    ``slot`` names a scheduled occasion (``schedule:2026-11-30T03:00Z``): unique per repository,
+    so several scheduler replicas firing for the same occasion run it once.
+    """
+
+    __tablename__ = "refresh_runs"
+    __table_args__ = (UniqueConstraint("repository_id", "slot", name="uq_refresh_runs_slot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"), index=True)
+    trigger: Mapped[str] = mapped_column(String(40))  # schedule | manual | api | early
+    reason: Mapped[str] = mapped_column(Text)
+    slot: Mapped[str | None] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20))  # running | promoted | rejected | failed | skipped
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[str | None] = mapped_column(String(40))
+    counts: Mapped[dict | None] = mapped_column(JSON)
+    metrics: Mapped[dict | None] = mapped_column(JSON)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    holder: Mapped[str | None] = mapped_column(String(200))
+
+
+class RefreshLock(Base):
+    """At most one refresh per repository, across processes and replicas sharing the database."""
+
+    __tablename__ = "refresh_locks"
+
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    holder: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
