@@ -25,6 +25,13 @@ from bot.services import BotServices
 log = logging.getLogger(__name__)
 
 
+class RefreshRequestBody(BaseModel):
+    repository: str | None = Field(
+        default=None, description="owner/name; all installed repositories if absent"
+    )
+    reason: str = "requested through /admin/refresh"
+
+
 class PredictRequest(BaseModel):
     repository: str = Field(description="owner/name whose bundle in service scores the issue")
     title: str
@@ -122,6 +129,21 @@ def create_app(services: BotServices) -> FastAPI:
             ],
         }
 
+    @app.post("/admin/refresh", status_code=202)
+    def admin_refresh(
+        request: RefreshRequestBody | None = None, authorization: str | None = Header(default=None)
+    ) -> dict[str, object]:
+        require_token(authorization)
+        request = request or RefreshRequestBody()
+        installed = services.handlers.installed_repositories()
+        if request.repository is not None and request.repository not in installed:
+            raise HTTPException(404, f"{request.repository} is not a repository the App is installed on")
+        repos = [request.repository] if request.repository else installed
+        for repo in repos:
+            services.retrainer.on_demand(repo, request.reason)
+        log.info("refresh requested through the API for %s", ", ".join(repos) or "no repository")
+        return {"started": repos, "history": "GET /status shows each run when it ends"}
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "alive"}
@@ -160,6 +182,7 @@ def create_app(services: BotServices) -> FastAPI:
                     "bundle_error": services.models.errors().get(repo),
                     "config_error": services.configs.errors().get(repo),
                     "live_precision": precision.get(repo, {}),
+                    "refreshes": services.retrainer.runs.history(repo, limit=5),
                 }
                 for repo in sorted(set(repos) | set(versions))
             },

@@ -169,14 +169,17 @@ def sweep_accepted(session: Session, *, at: datetime, days: float) -> int:
     return added
 
 
-def live_precision(session: Session) -> dict[str, dict[str, dict[str, float | int]]]:
+def live_precision(
+    session: Session, *, bundle_version: str | None = None
+) -> dict[str, dict[str, dict[str, float | int]]]:
     """Per repository and label: labels applied, removed by humans, accepted, and precision so far
-    (applied minus removed, over applied)."""
+    (applied minus removed, over applied); only one bundle's labels when ``bundle_version`` is given."""
     applied: dict[tuple[str, str], int] = {}
+    which = Prediction.bundle_version == bundle_version if bundle_version else Prediction.id.is_not(None)
     for full_name, labels in session.execute(
         select(Repository.full_name, Prediction.labels)
         .join(Repository, Repository.id == Prediction.repository_id)
-        .where(Prediction.applied_at.is_not(None))
+        .where(Prediction.applied_at.is_not(None), which)
     ).all():
         for label in labels:
             applied[(full_name, label)] = applied.get((full_name, label), 0) + 1
@@ -184,6 +187,8 @@ def live_precision(session: Session) -> dict[str, dict[str, dict[str, float | in
     for full_name, label, kind, count in session.execute(
         select(Repository.full_name, Feedback.label_name, Feedback.kind, func.count())
         .join(Repository, Repository.id == Feedback.repository_id)
+        .outerjoin(Prediction, Prediction.id == Feedback.prediction_id)
+        .where(which if bundle_version else Feedback.id.is_not(None))
         .group_by(Repository.full_name, Feedback.label_name, Feedback.kind)
     ).all():
         verdicts[(full_name, label, kind)] = int(count)

@@ -39,6 +39,12 @@ class BotMetrics:
             ["repository", "kind"],
             registry=self.registry,
         )
+        self.refreshes = Counter(
+            "issue_labeler_refreshes",
+            "Refreshes started by the bot, by their recorded status",
+            ["repository", "status"],
+            registry=self.registry,
+        )
         self.model_version = Gauge(
             "issue_labeler_model_info",
             "The bundle in service per repository (value 1)",

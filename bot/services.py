@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot import feedback
@@ -13,6 +14,7 @@ from bot.labeling import Labeler
 from bot.metrics import BotMetrics
 from bot.outcome import Outcome
 from bot.repo_config import RepoConfigCache
+from bot.retraining import RefreshLauncher, RefreshRequest, Retrainer
 from bot.served_models import ServedModels
 from bot.worker import Workers
 from training.github_client import GitHubClients
@@ -35,9 +37,15 @@ class BotServices:
     handlers: EventHandlers
     workers: Workers
     metrics: BotMetrics
+    retrainer: Retrainer
 
     @classmethod
-    def build(cls, settings: Settings, clients: GitHubClients | None = None) -> BotServices:
+    def build(
+        cls,
+        settings: Settings,
+        clients: GitHubClients | None = None,
+        launch: Callable[[RefreshRequest], int] | None = None,
+    ) -> BotServices:
         store = Store(settings.database_url)
         gateway = GitHubGateway(clients or GitHubClients(settings))
         metrics = BotMetrics()
@@ -77,13 +85,22 @@ class BotServices:
             poll_seconds=min(1.0, settings.job_retry_seconds),
             housekeeping=housekeeping,
         )
-        return cls(settings, store, queue, gateway, models, configs, handlers, workers, metrics)
+        retrainer = Retrainer(
+            settings,
+            store,
+            models,
+            handlers.installed_repositories,
+            launch or RefreshLauncher(settings),
+            on_finished=lambda repo, status: metrics.refreshes.labels(repo, status).inc(),
+        )
+        return cls(settings, store, queue, gateway, models, configs, handlers, workers, metrics, retrainer)
 
     def start(self) -> None:
         repos = self.handlers.installed_repositories()
         self.models.load(repos)
         self._export_versions()
         self.workers.start()
+        self.retrainer.start()
         log.info(
             "serving %d repositories (%s); %d worker threads",
             len(repos),
@@ -92,6 +109,7 @@ class BotServices:
         )
 
     def stop(self) -> None:
+        self.retrainer.stop()
         self.workers.stop()
         self.gateway.close()
         self.store.close()

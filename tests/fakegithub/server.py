@@ -492,6 +492,7 @@ class FakeGitHub:
                     issue["labels"].append(dict(self.label_json(repo, label_name)))
                     current.add(label_name)
             self.applied.append((repo.full_name, int(number), list(names)))
+            issue["updated_at"] = _iso(datetime.now(UTC))
         return 200, issue["labels"], {}
 
     def _remove_label(
@@ -505,6 +506,7 @@ class FakeGitHub:
         if not any(item["name"] == label_name for item in issue["labels"]):
             return 404, {"message": "Label does not exist"}, {}
         issue["labels"] = [item for item in issue["labels"] if item["name"] != label_name]
+        issue["updated_at"] = _iso(datetime.now(UTC))
         return 200, issue["labels"], {}
 
     def _add_comment(

@@ -1,0 +1,159 @@
+"""Retraining end to end with real refresh processes (tiny training on a real slice)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.retraining import RefreshLauncher, Retrainer
+from bot.served_models import ServedModels
+from tests.bot.conftest import REPO, start_bot
+from tests.bot.helpers import API_TOKEN, wait_for
+from tests.conftest import SHARED_DATA, make_settings
+from training.refresh_runs import RefreshRuns
+from training.registry import Registry
+from training.store import Store
+
+TINY = {
+    "max_length": 32,
+    "mlm_max_length": 32,
+    "mlm_max_steps": 3,
+    "mlm_head_warmup_steps": 2,
+    "mlm_batch_size": 8,
+    "max_steps": 10,
+    "batch_size": 8,
+    "torch_threads": 1,
+}
+
+
+def _slice_as(tmp_path: Path, repo: str, rows: int = 80) -> Path:
+    """Real scikit-learn issues, served as ``repo``'s."""
+    source = SHARED_DATA / "sklearn_surya" / "issues.jsonl"
+    lines = source.read_text().splitlines()[:rows]
+    path = tmp_path / "slice.jsonl"
+    path.write_text("".join(json.dumps(json.loads(line) | {"repo": repo}) + "\n" for line in lines))
+    return path
+
+
+def _config(tmp_path: Path, **extra: Any) -> Path:
+    path = tmp_path / "train.yml"
+    path.write_text(yaml.safe_dump(TINY | extra))
+    return path
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_scheduler_replicas_train_once_and_a_worse_model_is_not_promoted(
+    database_url: str, tmp_path: Path, shared_data: Path
+) -> None:
+    repo = "scikit-learn/scikit-learn"
+    config = _config(tmp_path)
+    settings = make_settings(
+        database_url=database_url,
+        registry_dir=tmp_path / "models",
+        min_label_examples=5,
+        exclude_template_labels=False,
+        refresh_schedule="0 3 * * 0",
+        refresh_config=config,
+        refresh_nice=5,
+    )
+    launcher = RefreshLauncher(settings, extra_args=("--from-jsonl", str(_slice_as(tmp_path, repo))))
+    stores = [Store(database_url), Store(database_url)]
+    try:
+        replicas = [
+            Retrainer(
+                settings,
+                store,
+                ServedModels(Registry(settings.registry_dir), threads=1, check_seconds=0),
+                lambda: [repo],
+                launcher,
+            )
+            for store in stores
+        ]
+        results: list[list[int]] = []
+        threads = [threading.Thread(target=lambda r=r: results.append(r.scheduled())) for r in replicas]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(600)
+        assert sorted(code for codes in results for code in codes) in ([0, 0], [0, 3])
+        history = RefreshRuns(stores[0], lock_hours=1).history(repo)
+        assert [(row["trigger"], row["status"]) for row in history] == [("schedule", "promoted")]
+        first = Registry(settings.registry_dir).current_version(repo)
+        assert first == history[0]["version"]
+
+        # the same occasion again (a restart, a late replica): nothing runs
+        assert replicas[0].scheduled() == [0]
+        assert len(RefreshRuns(stores[0], lock_hours=1).history(repo)) == 1
+
+        # an on-demand refresh of a model that applies nothing: trained, kept out of service
+        config.write_text(yaml.safe_dump(TINY | {"min_validation_support": 10**6}))
+        replicas[1].on_demand(repo, "a worse model").join(600)
+        latest = RefreshRuns(stores[0], lock_hours=1).history(repo)[0]
+        assert latest["trigger"] == "api" and latest["status"] == "rejected"
+        assert "not promoted" in str(latest["outcome"])
+        assert Registry(settings.registry_dir).current_version(repo) == first
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_the_server_keeps_answering_during_a_refresh(
+    fake_github,
+    app_keys,
+    bundle_registry,
+    database_url,
+    real_issues,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    import shutil
+
+    registry = tmp_path / "registry"
+    shutil.copytree(bundle_registry, registry, symlinks=True)
+    running = start_bot(
+        fake_github,
+        app_keys,
+        registry,
+        database_url,
+        real_issues,
+        min_label_examples=5,
+        exclude_template_labels=False,
+        refresh_config=_config(tmp_path),
+    )
+    running.services.retrainer.launch = RefreshLauncher(
+        running.settings, extra_args=("--from-jsonl", str(_slice_as(tmp_path, REPO)), "--force")
+    )
+    before = running.services.models.versions()[REPO]
+    try:
+        started = running.deliver.client.post(
+            "/admin/refresh", json={"repository": REPO}, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+        assert started.status_code == 202 and started.json()["started"] == [REPO]
+        assert running.deliver.client.post("/admin/refresh", json={"repository": REPO}).status_code == 401
+
+        answered, deadline = 0, time.monotonic() + 600
+        wait_for(lambda: running.services.retrainer.refreshing, what="the refresh to start")
+        while running.services.retrainer.refreshing and time.monotonic() < deadline:
+            issue = running.open_issue()
+            delivery_id = f"during-{answered}"
+            assert running.send_issue("opened", issue, delivery_id=delivery_id).status_code == 202
+            wait_for(lambda: running.job_status(delivery_id) == "done", what="a job during the refresh")  # noqa: B023
+            answered += 1
+            time.sleep(0.5)
+        assert answered >= 2
+        status = running.deliver.client.get(
+            "/status", headers={"Authorization": f"Bearer {API_TOKEN}"}
+        ).json()
+        (run,) = status["repositories"][REPO]["refreshes"]
+        assert run["trigger"] == "api" and run["status"] == "promoted"  # forced in, over the test bundle
+        assert running.services.models.versions()[REPO] == run["version"] != before
+        metrics = running.deliver.client.get("/metrics").text
+        assert f'issue_labeler_refreshes_total{{repository="{REPO}",status="promoted"}} 1.0' in metrics
+    finally:
+        running.deliver.close()
+        running.server.stop()
