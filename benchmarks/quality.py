@@ -67,13 +67,7 @@ def _transformer(
     validation = (data.texts("validation"), data.targets("validation"))
     tuned = finetune(encoder, base, labels, train, validation, workdir, config)
     val_probs = predict_probabilities(tuned.model, tuned.tokenizer, validation[0], config.max_length)
-    thresholds = tune_thresholds(
-        labels,
-        validation[1],
-        val_probs,
-        min_support=config.min_validation_support,
-        f1_floor=config.reliable_f1_floor,
-    )
+    thresholds = tune_thresholds(labels, validation[1], val_probs, **config.threshold_args())
     test_probs = predict_probabilities(tuned.model, tuned.tokenizer, data.texts("test"), config.max_length)
     return scores(labels, data.targets("test"), decide(test_probs, labels, thresholds))
 

@@ -30,7 +30,7 @@ class TrainingConfig(BaseModel):
 
     adapt: bool = Field(default=True, description="domain-adapt the encoder with masked-language modelling")
     mlm_max_length: int = Field(default=128, ge=16, le=512)
-    mlm_epochs: float = Field(default=2.0, gt=0)
+    mlm_epochs: float = Field(default=1.0, gt=0)
     mlm_batch_size: int = Field(default=16, ge=1)
     mlm_learning_rate: float = Field(default=5e-5, gt=0)
     mlm_head_warmup_steps: int = Field(
@@ -62,6 +62,9 @@ class TrainingConfig(BaseModel):
     reliable_f1_floor: float = Field(
         default=0.1, ge=0, le=1, description="labels below this validation F1 are not applied"
     )
+    per_label_min_support: int = Field(
+        default=5, ge=1, description="validation positives a label needs for a threshold of its own"
+    )
     exclusive_groups: bool = Field(
         default=True, description="predict at most one label of a set that never co-occurs, if it helps"
     )
@@ -78,6 +81,16 @@ class TrainingConfig(BaseModel):
     )
     seed: int = 42
     torch_threads: int | None = Field(default=None, ge=1)
+
+    def threshold_args(self) -> dict[str, object]:
+        """The keyword arguments of ``metrics.tune_thresholds`` this config sets."""
+        return {
+            "objective": self.threshold_objective,
+            "precision_target": self.precision_target,
+            "min_support": self.min_validation_support,
+            "f1_floor": self.reliable_f1_floor,
+            "per_label_min_support": self.per_label_min_support,
+        }
 
     @classmethod
     def from_file(cls, path: Path) -> TrainingConfig:

@@ -10,7 +10,7 @@ LABELS = ["bug", "feature", "docs"]
 def test_threshold_per_label_maximises_validation_f1_and_marks_unreliable_labels() -> None:
     y = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 0]])
     p = np.array([[0.30, 0.1, 0.2], [0.35, 0.2, 0.1], [0.10, 0.9, 0.3], [0.05, 0.2, 0.2], [0.2, 0.6, 0.1]])
-    t = tune_thresholds(LABELS, y, p, f1_floor=0.5)
+    t = tune_thresholds(LABELS, y, p, f1_floor=0.5, per_label_min_support=1)
     assert t.values["bug"] == 0.25  # half-way between the lowest positive and the highest negative
     assert t.validation_f1["bug"] == 1.0 and t.reliable["bug"]
     assert t.validation_support["docs"] == 0 and not t.reliable["docs"]
@@ -20,8 +20,10 @@ def test_threshold_per_label_maximises_validation_f1_and_marks_unreliable_labels
 def test_precision_objective_takes_the_threshold_that_reaches_the_target() -> None:
     y = np.array([[1], [1], [0], [1], [0]])
     p = np.array([[0.9], [0.8], [0.7], [0.6], [0.1]])
-    by_f1 = tune_thresholds(["x"], y, p)
-    by_precision = tune_thresholds(["x"], y, p, objective="precision", precision_target=1.0)
+    by_f1 = tune_thresholds(["x"], y, p, per_label_min_support=1)
+    by_precision = tune_thresholds(
+        ["x"], y, p, objective="precision", precision_target=1.0, per_label_min_support=1
+    )
     assert by_f1.values["x"] == 0.35
     assert by_precision.values["x"] == 0.75
 
@@ -58,3 +60,14 @@ def test_scores_report_micro_macro_and_per_label() -> None:
     assert result["micro_f1"] == 0.5
     assert result["per_label"]["bug"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}
     assert result["per_label"]["docs"]["support"] == 0
+
+
+def test_labels_with_few_validation_positives_share_the_best_overall_threshold() -> None:
+    # "bug" has five positives: a threshold of its own; "feature" has two: the shared one
+    y = np.array([[1, 0]] * 5 + [[0, 1]] * 2 + [[0, 0]] * 3)
+    p = np.array([[0.9, 0.1]] * 5 + [[0.1, 0.35]] * 2 + [[0.2, 0.3]] * 3)
+    t = tune_thresholds(["bug", "feature"], y, p, per_label_min_support=5)
+    assert t.values["bug"] == 0.55  # half-way between its lowest positive and highest negative
+    shared = t.values["feature"]
+    assert 0.3 < shared <= 0.35  # the grid threshold that separates both labels best overall
+    assert t.validation_f1["feature"] == 1.0 and t.reliable["feature"]
