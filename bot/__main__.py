@@ -1,4 +1,4 @@
-"""``python -m bot``: serve the webhook app with uvicorn on the configured host and port."""
+"""``python -m bot``: serve the webhook app with uvicorn; ``python -m bot check``: is it ready?"""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from bot.app import create_app
+from bot.check import report, run_checks
 from bot.services import BotServices
 from training.github_client import GitHubAuthError
 from training.logs import configure_logging
@@ -20,6 +21,13 @@ log = logging.getLogger("bot")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "check"],
+        help="serve (default), or check settings, key, database, registry and installations",
+    )
     parser.add_argument("--host", help="override ISSUE_LABELER_BOT_HOST")
     parser.add_argument("--port", type=int, help="override ISSUE_LABELER_BOT_PORT")
     args = parser.parse_args(argv)
@@ -28,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - logging is not set up yet
         return 2
+    if args.command == "check":
+        text, code = report(run_checks(settings))
+        print(text)  # noqa: T201
+        return code
     configure_logging(settings.log_level)
     try:
         services = BotServices.build(settings)

@@ -70,7 +70,13 @@ class EventHandlers:
             return row is not None and row.active
 
     def installed_repositories(self) -> list[str]:
+        """The repositories the bot serves: where the App is installed, or (with a token instead
+        of an App) every repository in the store."""
         with self.store.session() as session:
+            if not self.app_mode:
+                return list(
+                    session.scalars(select(Repository.full_name).order_by(Repository.full_name)).all()
+                )
             return list(
                 session.scalars(
                     select(Repository.full_name)

@@ -298,6 +298,7 @@ class FakeGitHub:
             ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/contents/(?P<path>.*)", self._get_contents),
             ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/installation", self._get_installation),
             ("POST", r"/app/installations/(?P<installation>\d+)/access_tokens", self._create_token),
+            ("GET", r"/app/installations", self._list_installations),
             ("GET", issue, self._get_issue),
             ("POST", issue + "/labels", self._add_labels),
             ("DELETE", issue + r"/labels/(?P<label>[^/]+)", self._remove_label),
@@ -533,6 +534,24 @@ class FakeGitHub:
         with self._lock:
             self.comments.append((repo.full_name, int(number), text))
         return 201, comment, {}
+
+    def _list_installations(self, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+        ids = sorted({r.installation_id for r in self.repos.values() if r.installation_id is not None})
+        return (
+            200,
+            [
+                {
+                    "id": i,
+                    "app_id": self.app_id,
+                    "account": {"login": f"account-{i}", "id": i, "type": "Organization"},
+                    "access_tokens_url": f"{self.base_url}/app/installations/{i}/access_tokens",
+                    "permissions": {"issues": "write", "metadata": "read", "contents": "read"},
+                    "events": ["issues", "label", "push"],
+                }
+                for i in ids
+            ],
+            {},
+        )
 
     def _create_token(
         self, query: dict[str, list[str]], installation: str, body: bytes = b""

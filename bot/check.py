@@ -1,0 +1,171 @@
+"""``python -m bot check``: is this installation ready to serve? Each problem with its fix."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from github import GithubException
+from jwt import PyJWTError
+from requests import RequestException
+
+from training.bundle import BundleError
+from training.github_client import GitHubClients
+from training.registry import CURRENT, Registry
+from training.settings import Settings
+from training.store import Store, StoreUnavailable
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    what: str
+    fix: str = ""
+    warning: bool = False
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else ("warn" if self.warning else "FAIL")
+        return f"{mark}  {self.what}" + (f"\n      fix: {self.fix}" if self.fix else "")
+
+
+def check_private_key(settings: Settings) -> Finding:
+    if settings.github_app_id is None:
+        if settings.github_token is not None:
+            return Finding(True, "GitHub: a token (no App); webhooks must be set on each repository by hand")
+        return Finding(
+            False,
+            "GitHub: no credentials",
+            "set ISSUE_LABELER_GITHUB_APP_ID and ISSUE_LABELER_GITHUB_PRIVATE_KEY_PATH (README: Installing)",
+        )
+    pem = settings.private_key_pem() or ""
+    try:
+        load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        return Finding(
+            False,
+            f"GitHub App {settings.github_app_id}: the private key does not load ({exc})",
+            "download a new private key on the App's settings page and point "
+            "ISSUE_LABELER_GITHUB_PRIVATE_KEY_PATH at the .pem file",
+        )
+    return Finding(True, f"GitHub App {settings.github_app_id}: private key loads")
+
+
+def check_secrets(settings: Settings) -> list[Finding]:
+    findings = [
+        Finding(True, "webhook secret is set")
+        if settings.webhook_secret is not None
+        else Finding(
+            False,
+            "no webhook secret: every delivery would be refused",
+            "set ISSUE_LABELER_WEBHOOK_SECRET to the secret of the App's webhook",
+        )
+    ]
+    if settings.api_token is None:
+        findings.append(
+            Finding(
+                False,
+                "no API token: /predict, /status and /admin/refresh answer 503",
+                "set ISSUE_LABELER_API_TOKEN to a long random string",
+                warning=True,
+            )
+        )
+    return findings
+
+
+def check_store(settings: Settings) -> Finding:
+    try:
+        store = Store(settings.database_url)
+    except StoreUnavailable as exc:
+        return Finding(False, str(exc), "start the database or correct ISSUE_LABELER_DATABASE_URL")
+    store.close()
+    return Finding(True, "store opens and its schema is current")
+
+
+def check_registry(settings: Settings) -> list[Finding]:
+    root = settings.registry_dir
+    if not root.is_dir():
+        return [
+            Finding(
+                False,
+                f"model registry {root} does not exist: no repository can be labeled",
+                "train a first bundle: python -m training.refresh --repo OWNER/NAME",
+                warning=True,
+            )
+        ]
+    if not os.access(root, os.W_OK):
+        return [Finding(False, f"model registry {root} is not writable", "give the bot's user write access")]
+    registry, findings = Registry(root), []
+    for folder in sorted(p for p in root.iterdir() if (p / CURRENT).is_symlink()):
+        repo = folder.name.replace("__", "/", 1)
+        try:
+            bundle = registry.load_current(repo)
+        except BundleError as exc:
+            findings.append(
+                Finding(False, str(exc), f"roll back: python -m training.refresh --repo {repo} --rollback")
+            )
+            continue
+        if bundle is not None:
+            findings.append(
+                Finding(True, f"{repo}: bundle {bundle.version} verifies ({len(bundle.labels)} labels)")
+            )
+    if not findings:
+        findings.append(
+            Finding(
+                False,
+                f"no bundle in service under {root}",
+                "train one: python -m training.refresh --repo OWNER/NAME",
+                warning=True,
+            )
+        )
+    return findings
+
+
+def check_installations(settings: Settings) -> list[Finding]:
+    """Where the App is installed, asked of GitHub; unreachable GitHub is a warning, not a failure."""
+    if settings.github_app_id is None:
+        return []
+    try:
+        clients = GitHubClients(settings)
+        integration = clients._integration  # noqa: SLF001 - the App-level client
+        assert integration is not None
+        installations = list(integration.get_installations())
+    except (GithubException, RequestException, OSError, PyJWTError) as exc:
+        return [
+            Finding(
+                False,
+                f"GitHub at {settings.github_api_url} not reachable or refused the App: {exc}",
+                "check ISSUE_LABELER_GITHUB_API_URL, the App id and its key",
+                warning=True,
+            )
+        ]
+    if not installations:
+        return [
+            Finding(False, "the App is installed nowhere yet", "install it from the App's public page", True)
+        ]
+    return [Finding(True, f"installed for {len(installations)} account(s)")]
+
+
+CHECKS: list[Callable[[Settings], Finding | list[Finding]]] = [
+    check_private_key,
+    check_secrets,
+    check_store,
+    check_registry,
+    check_installations,
+]
+
+
+def run_checks(settings: Settings) -> list[Finding]:
+    findings: list[Finding] = []
+    for check in CHECKS:
+        result = check(settings)
+        findings.extend(result if isinstance(result, list) else [result])
+    return findings
+
+
+def report(findings: list[Finding]) -> tuple[str, int]:
+    failed = [f for f in findings if not f.ok and not f.warning]
+    text = "\n".join(f.line() for f in findings)
+    verdict = f"\n{len(failed)} problem(s) to fix" if failed else "\nready to serve"
+    return text + verdict, 1 if failed else 0
