@@ -14,8 +14,9 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-run: install  ## the main job on embedded defaults: import the sample data, show the store and datasets
+run: install  ## the main job on embedded defaults: import the sample data, train a bundle, serve it (dry run)
 	$(BIN)/python -m training.quickstart
+	$(BIN)/python -m bot demo
 
 test: install  ## the whole test suite, SQLite and a PostgreSQL server the tests start
 	scripts/ensure-postgres

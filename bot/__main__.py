@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import uvicorn
 
 from bot.app import create_app
 from bot.check import report, run_checks
+from bot.demo import demo_repository, demo_settings, example_delivery
 from bot.services import BotServices
 from training.github_client import GitHubAuthError
 from training.logs import configure_logging
@@ -25,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "check"],
-        help="serve (default), or check settings, key, database, registry and installations",
+        choices=["serve", "check", "demo"],
+        help="serve (default); check settings, key, database, registry and installations; "
+        "demo: serve the local bundles as a dry run with example requests",
     )
     parser.add_argument("--host", help="override ISSUE_LABELER_BOT_HOST")
     parser.add_argument("--port", type=int, help="override ISSUE_LABELER_BOT_PORT")
@@ -41,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         print(text)  # noqa: T201
         return code
     configure_logging(settings.log_level)
+    if args.command == "demo":
+        settings = demo_settings(settings)
+        repo = demo_repository(settings)
+        if repo is None:
+            log.error(
+                "no bundle in %s: train one first (make run, or python -m training.quickstart)",
+                settings.registry_dir,
+            )
+            return 1
+        print(example_delivery(settings, repo, Path("var/demo")), flush=True)  # noqa: T201
     try:
         services = BotServices.build(settings)
     except (StoreUnavailable, GitHubAuthError) as exc:

@@ -8,7 +8,7 @@ import threading
 from github import Github, GithubException, UnknownObjectException
 
 from training.fetch import sync_labels_and_templates
-from training.github_client import GitHubClients
+from training.github_client import GitHubAuthError, GitHubClients
 from training.store import Store
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,22 @@ class GitHubGateway:
     retry policy; what still fails raises and the job is retried later.
     """
 
-    def __init__(self, clients: GitHubClients) -> None:
+    def __init__(self, clients: GitHubClients | None) -> None:
+        """``clients`` None: offline (a dry run without credentials): no config files, the stored
+        label catalogue as it is, and any write refused."""
         self.clients = clients
         self._lazy: dict[int, Github] = {}
         self._lock = threading.Lock()
 
+    @property
+    def is_app(self) -> bool:
+        return self.clients is not None and self.clients.is_app
+
     def _client(self, repo: str, installation_id: int | None) -> Github:
         """A lazy client: objects are addressed by URL without first being fetched (one request
         per write instead of two)."""
+        if self.clients is None:
+            raise GitHubAuthError("no GitHub credentials: the bot runs offline and writes nothing")
         client = (
             self.clients.for_installation(installation_id)
             if installation_id is not None and self.clients.is_app
@@ -51,12 +59,16 @@ class GitHubGateway:
 
     def sync_labels(self, store: Store, repo: str, installation_id: int | None) -> int:
         """Refresh the stored label catalogue and issue-form labels from GitHub."""
+        if self.clients is None:
+            return 0
         gh_repo = self._client(repo, installation_id).get_repo(repo)
         count, _ = sync_labels_and_templates(store, gh_repo, repo)
         return count
 
     def file_text(self, repo: str, installation_id: int | None, path: str) -> str | None:
         """A file of the default branch, or None when it does not exist."""
+        if self.clients is None:
+            return None
         try:
             content = self._client(repo, installation_id).get_repo(repo).get_contents(path)
         except UnknownObjectException:
@@ -74,4 +86,5 @@ class GitHubGateway:
             for client in self._lazy.values():
                 client.close()
             self._lazy.clear()
-        self.clients.close()
+        if self.clients is not None:
+            self.clients.close()

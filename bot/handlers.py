@@ -43,7 +43,7 @@ class EventHandlers:
         self.configs = configs
         self.labeler = labeler
         self.metrics = metrics
-        self.app_mode = gateway.clients.is_app
+        self.app_mode = gateway.is_app
 
     def handle(self, delivery: Delivery) -> Outcome:
         handler = getattr(self, f"_on_{delivery.event}", None)

@@ -36,7 +36,10 @@ class Labeler:
         models: ServedModels,
         configs: RepoConfigCache,
         metrics: BotMetrics,
+        *,
+        dry_run: bool = False,
     ) -> None:
+        self.dry_run = dry_run  # the whole bot's, over any repository's config
         self.store = store
         self.gateway = gateway
         self.models = models
@@ -70,7 +73,7 @@ class Labeler:
                     scores=decision[1],
                     labels=[name for name, _ in decision[0].labels],
                     reason=decision[0].reason,
-                    dry_run=config.dry_run,
+                    dry_run=config.dry_run or self.dry_run,
                     delivery_id=delivery.delivery_id,
                     decided_at=now(),
                 )

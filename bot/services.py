@@ -47,7 +47,9 @@ class BotServices:
         launch: Callable[[RefreshRequest], int] | None = None,
     ) -> BotServices:
         store = Store(settings.database_url)
-        gateway = GitHubGateway(clients or GitHubClients(settings))
+        if clients is None and not (settings.dry_run and not settings.has_github_credentials()):
+            clients = GitHubClients(settings)
+        gateway = GitHubGateway(clients)
         metrics = BotMetrics()
         models = ServedModels(
             Registry(settings.registry_dir),
@@ -59,7 +61,7 @@ class BotServices:
             settings.repo_config_path,
             settings.repo_config_ttl_seconds,
         )
-        labeler = Labeler(store, gateway, models, configs, metrics)
+        labeler = Labeler(store, gateway, models, configs, metrics, dry_run=settings.dry_run)
         handlers = EventHandlers(settings, store, gateway, configs, labeler, metrics)
         queue = JobQueue(
             store,

@@ -146,6 +146,7 @@ def finetune(
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=32,
         max_steps=total_steps,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy="steps",
         eval_steps=eval_every,
         save_strategy="steps",

@@ -1,7 +1,9 @@
 """``python -m training.quickstart``: the main job on embedded defaults, no GitHub needed.
 
 Imports the real issue exports in ``../shared/data`` into the store (SQLite under ``var/`` by
-default) and shows what was stored and the dataset each repository would train on.
+default), shows what was stored and the dataset each repository would train on, and trains a
+first bundle for scikit-learn with the fast profile (unless one is in service already), which
+``python -m bot demo`` then serves.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import logging
 import sys
 from pathlib import Path
 
+from training.config import TrainingConfig
 from training.dataset import DatasetConfig, DatasetError, build_dataset, format_manifest
 from training.jsonl_import import import_jsonl
 from training.logs import configure_logging
+from training.refresh import RefreshError, recorded_refresh, summary_table
+from training.refresh_runs import RefreshBusy
+from training.registry import Registry
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
 from training.store.summary import format_summaries, summarize
@@ -27,6 +33,11 @@ SAMPLE_FILES = ("sklearn_surya/issues.jsonl", "rails_small/issues.jsonl", "oss_t
 SAMPLE_TEMPLATE_LABELS = {
     "scikit-learn/scikit-learn": ["Bug", "New Feature", "Documentation", "Needs Triage"]
 }
+DEMO_REPO = "scikit-learn/scikit-learn"
+# The fast profile: minutes instead of the default's twenty, for a first look (README: quality).
+FAST_PROFILE = TrainingConfig(
+    max_length=128, mlm_max_length=128, mlm_head_warmup_steps=30, mlm_max_steps=40, epochs=6
+)
 
 
 def sample_settings(settings: Settings) -> Settings:
@@ -39,6 +50,7 @@ def sample_settings(settings: Settings) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.quickstart", description=__doc__)
+    parser.add_argument("--no-train", action="store_true", help="import and show only; train nothing")
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -82,8 +94,35 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"\n{row.full_name}: {exc}")  # noqa: T201
                     continue
                 print(f"\n{format_manifest(dataset.manifest())}")  # noqa: T201
+        if not args.no_train:
+            return _train_demo(settings, store, args.data_dir / SAMPLE_FILES[0])
     finally:
         store.close()
+    return 0
+
+
+def _train_demo(settings: Settings, store: Store, data: Path) -> int:
+    """A first bundle for the demo repository with the fast profile, unless one is in service."""
+    registry = Registry(settings.registry_dir)
+    current = registry.current_version(DEMO_REPO)
+    if current is not None:
+        log.info("%s: bundle %s is in service; not training again", DEMO_REPO, current)
+        return 0
+    log.info("%s: training a first bundle with the fast profile (a few minutes)", DEMO_REPO)
+    try:
+        result = recorded_refresh(
+            settings,
+            store,
+            DEMO_REPO,
+            FAST_PROFILE,
+            registry=registry,
+            from_jsonl=[data],
+            reason="quickstart",
+        )
+    except (RefreshError, DatasetError, RefreshBusy) as exc:
+        log.error("training the demo bundle failed: %s", exc)
+        return 1
+    print(summary_table(result))  # noqa: T201
     return 0
 
 

@@ -268,6 +268,58 @@ def run_refresh(
     return RefreshResult(repo, version, bundle_dir, promoted, reason, metrics, timings)
 
 
+def recorded_refresh(
+    settings: Settings,
+    store: Store,
+    repo: str,
+    config: TrainingConfig,
+    *,
+    registry: Registry,
+    from_jsonl: list[Path] | None = None,
+    force: bool = False,
+    trigger: str = "manual",
+    reason: str = "run by hand",
+    slot: str | None = None,
+) -> RefreshResult:
+    """``run_refresh`` under the repository's refresh lock, recorded in the refresh history.
+
+    Raises ``RefreshBusy`` or ``SlotTaken`` before anything runs; a failure is recorded with
+    its reason and raised again.
+    """
+    runs = RefreshRuns(store, lock_hours=settings.refresh_lock_hours)
+    started = runs.start(repo, trigger=trigger, reason=reason, slot=slot)
+    clients = None
+    try:
+        if not from_jsonl:
+            clients = GitHubClients(settings)
+        result = run_refresh(
+            settings,
+            store,
+            repo,
+            config,
+            registry=registry,
+            from_jsonl=from_jsonl,
+            clients=clients,
+            force=force,
+        )
+    except BaseException as exc:
+        runs.finish(started, status=FAILED, outcome=str(exc) or type(exc).__name__)
+        raise
+    finally:
+        if clients is not None:
+            clients.close()
+    test = result.metrics["test"]
+    runs.finish(
+        started,
+        status=PROMOTED if result.promoted else REJECTED,
+        outcome=result.reason,
+        version=result.version,
+        counts=result.metrics["counts"],  # type: ignore[arg-type]
+        metrics={"micro_f1": test["micro_f1"], "macro_f1": test["macro_f1"]},  # type: ignore[index]
+    )
+    return result
+
+
 def _gate(
     registry: Registry,
     repo: str,
@@ -401,49 +453,29 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         return 0
     try:
-        started = runs.start(args.repo, trigger=args.trigger, reason=args.reason, slot=args.slot)
-    except SlotTaken as exc:
-        log.info("not run: %s", exc)
-        store.close()
-        return 0
-    except RefreshBusy as exc:
-        log.error("%s: not run, %s", args.repo, exc)
-        store.close()
-        return 3
-    clients = None
-    try:
-        if not args.from_jsonl:
-            clients = GitHubClients(settings)
-        result = run_refresh(
+        result = recorded_refresh(
             settings,
             store,
             args.repo,
             config,
             registry=registry,
             from_jsonl=args.from_jsonl,
-            clients=clients,
             force=args.force,
+            trigger=args.trigger,
+            reason=args.reason,
+            slot=args.slot,
         )
+    except SlotTaken as exc:
+        log.info("not run: %s", exc)
+        return 0
+    except RefreshBusy as exc:
+        log.error("%s: not run, %s", args.repo, exc)
+        return 3
     except (RefreshError, DatasetError, FetchError, GitHubAuthError, BundleError, FileNotFoundError) as exc:
         log.error("refresh of %s failed, the bundle in service is unchanged: %s", args.repo, exc)
-        runs.finish(started, status=FAILED, outcome=str(exc))
         return 1
-    except BaseException as exc:
-        runs.finish(started, status=FAILED, outcome=f"{type(exc).__name__}: {exc}")
-        raise
     finally:
-        if clients is not None:
-            clients.close()
-    test = result.metrics["test"]
-    runs.finish(
-        started,
-        status=PROMOTED if result.promoted else REJECTED,
-        outcome=result.reason,
-        version=result.version,
-        counts=result.metrics["counts"],  # type: ignore[arg-type]
-        metrics={"micro_f1": test["micro_f1"], "macro_f1": test["macro_f1"]},  # type: ignore[index]
-    )
-    store.close()
+        store.close()
     print(summary_table(result))  # noqa: T201
     return 0
 

@@ -160,6 +160,9 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How often the server looks for a newly promoted bundle."
     )
 
+    dry_run: bool = Field(
+        default=False, description="The bot decides and logs but never writes to GitHub (to try it out)."
+    )
     refresh_schedule: str = Field(
         default="0 3 * * 0",
         description="Cron schedule (UTC) of retraining every installed repository; empty: off.",
@@ -254,6 +257,9 @@ class Settings(BaseSettings):
                 "set it to the App id shown on the App's settings page"
             )
         return self
+
+    def has_github_credentials(self) -> bool:
+        return self.github_app_id is not None or self.github_token is not None
 
     def private_key_pem(self) -> str | None:
         """The App's private key text, from the setting or the file it names."""
