@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     configure_logging(settings.log_level)
     if args.command == "demo":
+        own_token = settings.api_token is not None
         settings = demo_settings(settings)
         repo = demo_repository(settings)
         if repo is None:
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings.registry_dir,
             )
             return 1
-        print(example_delivery(settings, repo, Path("var/demo")), flush=True)  # noqa: T201
+        text = example_delivery(settings, repo, Path("var/demo"), show_token=not own_token)
+        print(text, flush=True)  # noqa: T201
     try:
         services = BotServices.build(settings)
     except (StoreUnavailable, GitHubAuthError) as exc:

@@ -47,7 +47,7 @@ def demo_repository(settings: Settings) -> str | None:
     return None
 
 
-def example_delivery(settings: Settings, repo: str, folder: Path) -> str:
+def example_delivery(settings: Settings, repo: str, folder: Path, *, show_token: bool = True) -> str:
     """Writes an ``issues.opened`` delivery for the repository's newest stored issue and returns
     the curl commands that send it and that call /predict."""
     store = Store(settings.database_url)
@@ -99,7 +99,9 @@ def example_delivery(settings: Settings, repo: str, folder: Path) -> str:
     url = f"http://127.0.0.1:{settings.bot_port}"
     predict = json.dumps({"repository": repo, "title": title, "body": body[:500]})
     signature = sign(settings.webhook_secret.get_secret_value(), body_bytes)
-    bearer = f"Authorization: Bearer {settings.api_token.get_secret_value()}"
+    # a token the demo made up is shown; an operator's own is referred to, never printed
+    token = settings.api_token.get_secret_value() if show_token else "$ISSUE_LABELER_API_TOKEN"
+    bearer = f"Authorization: Bearer {token}"
     delivery = f"demo-{secrets.token_hex(4)}"
     return "\n".join(
         [
@@ -111,10 +113,10 @@ def example_delivery(settings: Settings, repo: str, folder: Path) -> str:
             f"       -H 'Content-Type: application/json' --data-binary @{path}",
             "",
             "Scores for any text:",
-            f"  curl -s {url}/predict -H '{bearer}' \\",
+            f'  curl -s {url}/predict -H "{bearer}" \\',
             f"       -H 'Content-Type: application/json' -d {shlex.quote(predict)}",
             "",
-            f"Status: curl -s {url}/status -H '{bearer}'",
+            f'Status: curl -s {url}/status -H "{bearer}"',
             "Stop with Ctrl-C.",
         ]
     )
