@@ -7,14 +7,21 @@ the fake GitHub (p50/p99), errors, and lost or doubled labels. Prints a table an
 
     python -m benchmarks.webhook_load --registry var/models --repo scikit-learn/scikit-learn \\
         --deliveries 400 --rate 20 --concurrency 8
+
+With ``--during-refresh CONFIG`` the fake GitHub also serves the repository's real issues and the
+load starts once a refresh (``POST /admin/refresh``, training with CONFIG, on a copy of the
+registry) is running: webhook latency while the bot retrains.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,11 +39,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.signature import sign
 from tests.fakegithub import FakeGitHub
+from tests.fakegithub.seed import seed_from_jsonl
 from training.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SECRET = "load-test-secret"
+TOKEN = "load-test-token"
 APP_ID, INSTALLATION = 1, 7
 
 
@@ -119,6 +128,12 @@ def main() -> int:
         "--data", type=Path, default=ROOT.parent / "shared" / "data" / "sklearn_surya" / "issues.jsonl"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "webhook_load.json")
+    parser.add_argument(
+        "--during-refresh",
+        type=Path,
+        metavar="CONFIG",
+        help="send the load while a refresh with this training config runs",
+    )
     args = parser.parse_args()
     registry = Registry(args.registry.resolve())
     bundle = registry.load_current(args.repo)
@@ -137,6 +152,12 @@ def main() -> int:
         repo = fake.add_repo(args.repo, installation_id=INSTALLATION)
         for name in labels:
             fake.label_json(repo, name)
+        first_number, registry_root = 1, registry.root
+        if args.during_refresh:
+            seed_from_jsonl(fake, args.data, args.repo)  # what the refresh fetches
+            first_number = max(repo.issues, default=0) + 1
+            registry_root = Path(tmp) / "registry"
+            shutil.copytree(registry.root, registry_root, symlinks=True)
         port = _free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ISSUE_LABELER_")},
@@ -145,11 +166,15 @@ def main() -> int:
             "ISSUE_LABELER_GITHUB_APP_ID": str(APP_ID),
             "ISSUE_LABELER_GITHUB_PRIVATE_KEY": private,
             "ISSUE_LABELER_WEBHOOK_SECRET": SECRET,
-            "ISSUE_LABELER_REGISTRY_DIR": str(registry.root),
+            "ISSUE_LABELER_REGISTRY_DIR": str(registry_root),
+            "ISSUE_LABELER_API_TOKEN": TOKEN,
+            "ISSUE_LABELER_REFRESH_CHECK_MINUTES": "0",
             "ISSUE_LABELER_WORKER_THREADS": str(args.workers),
             "ISSUE_LABELER_LOG_LEVEL": "WARNING",
             "HF_HUB_OFFLINE": "1",
         }
+        if args.during_refresh:
+            env["ISSUE_LABELER_REFRESH_CONFIG"] = str(args.during_refresh.resolve())
         log_path = Path(tmp) / "bot.log"
         bot = subprocess.Popen(
             [sys.executable, "-m", "bot", "--port", str(port)],
@@ -157,6 +182,7 @@ def main() -> int:
             env=env,
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its refresh children are stopped with it
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -176,7 +202,7 @@ def main() -> int:
                 "full_name": args.repo,
                 "default_branch": "main",
             }
-            for number, row in enumerate(texts, start=1):
+            for number, row in enumerate(texts, start=first_number):
                 issue = fake.add_issue(
                     repo,
                     number=number,
@@ -193,16 +219,28 @@ def main() -> int:
                     "sender": {"login": "someone", "type": "User"},
                 }
                 bodies.append((f"load-{number}-{uuid.uuid4().hex[:8]}", json.dumps(payload).encode()))
-            number_of = {delivery_id: n for n, (delivery_id, _) in enumerate(bodies, start=1)}
+            number_of = {delivery_id: n for n, (delivery_id, _) in enumerate(bodies, start=first_number)}
+            refresh_state = None
+            if args.during_refresh:
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                httpx.post(
+                    url + "/admin/refresh", json={"repository": args.repo}, headers=auth
+                ).raise_for_status()
+                _wait(lambda: _refresh_status(url, args.repo) == "running", bot, log_path, timeout=120)
+                time.sleep(20)  # past the fetch, into training
             started = time.time()
             sent_at, answers = asyncio.run(_send_all(url, bodies, args.rate, args.concurrency))
             send_seconds = time.time() - started
             deadline = time.time() + 120
             while time.time() < deadline and not _drained(url, len(bodies)):
                 time.sleep(0.2)
+            if args.during_refresh:
+                refresh_state = _refresh_status(url, args.repo)
         finally:
-            bot.terminate()
+            os.killpg(bot.pid, signal.SIGTERM)
             bot.wait(30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(bot.pid, signal.SIGKILL)  # a refresh child still training
 
         posts: dict[int, list[float]] = {}
         for request in fake.requests_to(rf"/repos/{args.repo}/issues/\d+/labels", "POST"):
@@ -229,6 +267,8 @@ def main() -> int:
             "issues_with_no_label_decided": predicted_nothing,
             "doubled_label_writes": doubled,
             "mean_answer_ms": round(statistics.fmean(answer_ms), 1) if answer_ms else None,
+            "during_refresh": str(args.during_refresh) if args.during_refresh else None,
+            "refresh_still_running_after_load": refresh_state == "running" if args.during_refresh else None,
         }
     print(
         f"{result['deliveries']} deliveries at {args.rate}/s, concurrency {args.concurrency}, "
@@ -240,6 +280,12 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2))
     print(f"written {args.out}")
     return 0
+
+
+def _refresh_status(url: str, repo: str) -> str | None:
+    status = httpx.get(url + "/status", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    runs = status["repositories"].get(repo, {}).get("refreshes") or []
+    return runs[0]["status"] if runs else None
 
 
 def _drained(url: str, expected: int) -> bool:
