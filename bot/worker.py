@@ -42,6 +42,7 @@ class Workers:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_housekeeping = 0.0
+        self._housekeeping_lock = threading.Lock()
 
     def start(self) -> None:
         for i in range(self.count):
@@ -116,8 +117,15 @@ class Workers:
             or time.monotonic() - self._last_housekeeping < self.housekeeping_seconds
         ):
             return
-        self._last_housekeeping = time.monotonic()
-        self.housekeeping()
+        if not self._housekeeping_lock.acquire(blocking=False):
+            return  # another worker thread is at it
+        try:
+            self._last_housekeeping = time.monotonic()
+            self.housekeeping()
+        except Exception:  # feedback bookkeeping must never stop a worker
+            log.exception("housekeeping failed; it runs again later")
+        finally:
+            self._housekeeping_lock.release()
 
 
 def _since(moment: datetime) -> float:
