@@ -142,6 +142,15 @@ def wait_for(condition, timeout: float = 15.0, what: str = "condition"):  # type
         time.sleep(0.02)
 
 
+def slice_as(folder: Path, repo: str, rows: int = 80) -> Path:
+    """The first ``rows`` real scikit-learn issues of ../shared/data, as ``repo``'s (a JSONL file)."""
+    source = REPO_ROOT.parent / "shared" / "data" / "sklearn_surya" / "issues.jsonl"
+    lines = source.read_text().splitlines()[:rows]
+    path = folder / f"slice-{rows}.jsonl"
+    path.write_text("".join(json.dumps(json.loads(line) | {"repo": repo}) + "\n" for line in lines))
+    return path
+
+
 def build_bundle(
     registry_root: Path, repo: str, labels: dict[str, dict[str, Any]], max_length: int = 64
 ) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -13,8 +12,8 @@ from bot.app import create_app
 from bot.demo import demo_repository, demo_settings, example_delivery
 from bot.services import BotServices
 from tests.bot.conftest import REPO
-from tests.bot.helpers import Deliverer, ServerThread, wait_for
-from tests.conftest import SHARED_DATA, make_settings
+from tests.bot.helpers import Deliverer, ServerThread, slice_as, wait_for
+from tests.conftest import make_settings
 from training.jsonl_import import import_jsonl
 from training.records import LabelRecord
 from training.store import Store
@@ -27,9 +26,7 @@ def test_demo_serves_offline_and_its_printed_delivery_is_decided_as_a_dry_run(
 ) -> None:
     registry = tmp_path / "registry"
     shutil.copytree(bundle_registry, registry, symlinks=True)
-    rows = (SHARED_DATA / "sklearn_surya" / "issues.jsonl").read_text().splitlines()[:20]
-    data = tmp_path / "slice.jsonl"
-    data.write_text("".join(json.dumps(json.loads(r) | {"repo": REPO}) + "\n" for r in rows))
+    data = slice_as(tmp_path, REPO, rows=20)
     settings = demo_settings(
         make_settings(
             database_url=f"sqlite:///{tmp_path / 'demo.db'}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -14,8 +13,8 @@ import yaml
 from bot.retraining import RefreshLauncher, Retrainer
 from bot.served_models import ServedModels
 from tests.bot.conftest import REPO, start_bot
-from tests.bot.helpers import API_TOKEN, wait_for
-from tests.conftest import SHARED_DATA, make_settings
+from tests.bot.helpers import API_TOKEN, slice_as, wait_for
+from tests.conftest import make_settings
 from training.refresh_runs import RefreshRuns
 from training.registry import Registry
 from training.store import Store
@@ -30,15 +29,6 @@ TINY = {
     "batch_size": 8,
     "torch_threads": 1,
 }
-
-
-def _slice_as(tmp_path: Path, repo: str, rows: int = 80) -> Path:
-    """Real scikit-learn issues, served as ``repo``'s."""
-    source = SHARED_DATA / "sklearn_surya" / "issues.jsonl"
-    lines = source.read_text().splitlines()[:rows]
-    path = tmp_path / "slice.jsonl"
-    path.write_text("".join(json.dumps(json.loads(line) | {"repo": repo}) + "\n" for line in lines))
-    return path
 
 
 def _config(tmp_path: Path, **extra: Any) -> Path:
@@ -62,7 +52,7 @@ def test_two_scheduler_replicas_train_once_and_a_worse_model_is_not_promoted(
         refresh_config=config,
         refresh_nice=5,
     )
-    launcher = RefreshLauncher(settings, extra_args=("--from-jsonl", str(_slice_as(tmp_path, repo))))
+    launcher = RefreshLauncher(settings, extra_args=("--from-jsonl", str(slice_as(tmp_path, repo))))
     stores = [Store(database_url), Store(database_url)]
     try:
         replicas = [
@@ -126,7 +116,7 @@ def test_the_server_keeps_answering_during_a_refresh(
         refresh_config=_config(tmp_path),
     )
     running.services.retrainer.launch = RefreshLauncher(
-        running.settings, extra_args=("--from-jsonl", str(_slice_as(tmp_path, REPO)), "--force")
+        running.settings, extra_args=("--from-jsonl", str(slice_as(tmp_path, REPO)), "--force")
     )
     before = running.services.models.versions()[REPO]
     try:
