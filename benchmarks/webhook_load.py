@@ -34,11 +34,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.signature import sign
 from tests.fakegithub import FakeGitHub
+from tests.fakegithub.app_keys import generate_app_keys
 from tests.fakegithub.seed import seed_from_jsonl
 from training.registry import Registry
 
@@ -47,19 +46,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 SECRET = "load-test-secret"
 TOKEN = "load-test-token"
 APP_ID, INSTALLATION = 1, 7
-
-
-def _keys() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 def _issues(path: Path, n: int) -> list[dict]:
@@ -146,7 +132,7 @@ def main() -> int:
     precision = str(bundle.info.get("precision"))
     del bundle
 
-    private, public = _keys()
+    private, public = generate_app_keys()
     texts = _issues(args.data, args.deliveries)
     with FakeGitHub(app_id=APP_ID, app_public_key=public) as fake, tempfile.TemporaryDirectory() as tmp:
         repo = fake.add_repo(args.repo, installation_id=INSTALLATION)

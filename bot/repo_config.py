@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.config import parse_model
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +57,7 @@ def parse_repo_config(text: str | None, path: str) -> RepoConfig:
     """The config in ``text`` (None or empty: defaults)."""
     if text is None or not text.strip():
         return RepoConfig()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RepoConfigError(f"{path} is not valid YAML: {exc}") from None
-    if data is None:
-        return RepoConfig()
-    if not isinstance(data, dict):
-        raise RepoConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    try:
-        return RepoConfig(**data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
-        )
-        raise RepoConfigError(f"{path}: {problems}") from None
+    return parse_model(RepoConfig, text, path, what="settings", error=RepoConfigError)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -101,23 +102,30 @@ class TrainingConfig(BaseModel):
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read training config {path}: {exc.strerror}") from None
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(
-                f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-            ) from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of training arguments, got {type(data).__name__}")
-        try:
-            return cls(**data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
-            )
-            raise ConfigError(f"{path}: {problems}") from None
+        return parse_model(
+            cls, text, str(path), what="training arguments", error=ConfigError, as_json=path.suffix == ".json"
+        )
+
+
+def parse_model(
+    model: type[M], text: str, source: str, *, what: str, error: type[Exception], as_json: bool = False
+) -> M:
+    """A pydantic model from YAML (or JSON) text; every problem named by field, in one ``error``."""
+    try:
+        data = json.loads(text) if as_json else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise error(f"{source} is not valid {'JSON' if as_json else 'YAML'}: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise error(f"{source}: expected a mapping of {what}, got {type(data).__name__}")
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        raise error(f"{source}: {problems}") from None
 
 
 def resolve_base_model(name: str) -> str:

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.app import create_app
 from bot.services import BotServices
@@ -28,6 +26,7 @@ from tests.bot.helpers import (
 )
 from tests.conftest import SHARED_DATA, make_settings
 from tests.fakegithub import FakeGitHub
+from tests.fakegithub.app_keys import generate_app_keys
 from tests.fakegithub.server import FakeRepo
 from training.settings import Settings
 
@@ -46,16 +45,7 @@ BUNDLE_LABELS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="session")
 def app_keys() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return generate_app_keys()
 
 
 @pytest.fixture(scope="session")
