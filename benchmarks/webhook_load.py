@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 from bot.signature import sign
 from tests.fakegithub import FakeGitHub
 from tests.fakegithub.app_keys import generate_app_keys
+from tests.fakegithub.ports import free_port
 from tests.fakegithub.seed import seed_from_jsonl
 from training.registry import Registry
 
@@ -144,7 +144,7 @@ def main() -> int:
             first_number = max(repo.issues, default=0) + 1
             registry_root = Path(tmp) / "registry"
             shutil.copytree(registry.root, registry_root, symlinks=True)
-        port = _free_port()
+        port = free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ISSUE_LABELER_")},
             "ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp}/bot.db",
@@ -284,12 +284,6 @@ def _drained(url: str, expected: int) -> bool:
             if status in {"done", "failed", "ignored"}:
                 finished += float(line.rsplit(" ", 1)[1])
     return finished >= expected
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get(url: str) -> int:

@@ -100,7 +100,6 @@ class BotServices:
     def start(self) -> None:
         repos = self.handlers.installed_repositories()
         self.models.load(repos)
-        self._export_versions()
         self.workers.start()
         self.retrainer.start()
         log.info(
@@ -115,11 +114,6 @@ class BotServices:
         self.workers.stop()
         self.gateway.close()
         self.store.close()
-
-    def _export_versions(self) -> None:
-        self.metrics.model_version.clear()
-        for repo, version in self.models.versions().items():
-            self.metrics.model_version.labels(repo, version).set(1)
 
     def handled(self, event: str) -> bool:
         return event in HANDLED_EVENTS

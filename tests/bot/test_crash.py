@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,10 @@ from tests.bot.conftest import APP_ID, BUNDLE_LABELS, INSTALLATION, REPO
 from tests.bot.helpers import API_TOKEN, SECRET, Deliverer, example, issue_delivery, repository_json, wait_for
 from tests.conftest import REPO_ROOT
 from tests.fakegithub import FakeGitHub
+from tests.fakegithub.ports import free_port
 from tests.fakegithub.server import Fault
 from training.store import Store
 from training.store.models import WebhookJob
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -77,7 +71,7 @@ def test_job_interrupted_by_kill_9_completes_after_restart(
         "ISSUE_LABELER_GITHUB_MAX_RETRIES": "0",
         "HF_HUB_OFFLINE": "1",
     }
-    port, log = _free_port(), tmp_path / "bot.log"
+    port, log = free_port(), tmp_path / "bot.log"
     process = _start(env, port, log)
     deliver = Deliverer(f"http://127.0.0.1:{port}")
     try:
