@@ -3,7 +3,8 @@
 The bot runs as its own process, serving the bundle in service from ``--registry`` for
 ``--repo``; GitHub is the tests' fake server on 127.0.0.1. Reports deliveries accepted per
 second, the time to answer a delivery, the time from sending a delivery to the labels reaching
-the fake GitHub (p50/p99), errors, and lost or doubled labels. Prints a table and writes JSON.
+the fake GitHub (p50/p99), the bot's own part of it (delivery stored -> labels written, from
+its store), errors, and lost or doubled labels. Prints a table and writes JSON.
 
     python -m benchmarks.webhook_load --registry var/models --repo scikit-learn/scikit-learn \\
         --deliveries 400 --rate 20 --concurrency 8
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
 from bot.signature import sign
 from tests.fakegithub import FakeGitHub
@@ -40,6 +43,7 @@ from tests.fakegithub.app_keys import generate_app_keys
 from tests.fakegithub.ports import free_port
 from tests.fakegithub.seed import seed_from_jsonl
 from training.registry import Registry
+from training.store.models import Prediction, WebhookJob
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -228,6 +232,8 @@ def main() -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(bot.pid, signal.SIGKILL)  # a refresh child still training
 
+        in_bot_ms = _in_bot_ms(Path(tmp) / "bot.db")
+
         posts: dict[int, list[float]] = {}
         for request in fake.requests_to(rf"/repos/{args.repo}/issues/\d+/labels", "POST"):
             posts.setdefault(int(request.path.split("/")[-2]), []).append(request.received_at)
@@ -248,6 +254,8 @@ def main() -> int:
             "answer_p99_ms": _percentile(answer_ms, 99),
             "delivery_to_labels_p50_ms": _percentile(labeled_ms, 50),
             "delivery_to_labels_p99_ms": _percentile(labeled_ms, 99),
+            "in_bot_p50_ms": _percentile(in_bot_ms, 50),
+            "in_bot_p99_ms": _percentile(in_bot_ms, 99),
             "errors": errors,
             "issues_labeled": len(posts),
             "issues_with_no_label_decided": predicted_nothing,
@@ -266,6 +274,22 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2))
     print(f"written {args.out}")
     return 0
+
+
+def _in_bot_ms(database: Path) -> list[float]:
+    """Our own time per labeled issue, from the bot's own stamps: delivery stored -> labels written
+    (the GitHub call included; the load generator's and the network's time excluded)."""
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        with Session(engine) as session:
+            rows = session.execute(
+                select(WebhookJob.received_at, Prediction.applied_at)
+                .join(Prediction, Prediction.delivery_id == WebhookJob.delivery_id)
+                .where(Prediction.applied_at.is_not(None))
+            ).all()
+    finally:
+        engine.dispose()
+    return [(applied - received).total_seconds() * 1000 for received, applied in rows]
 
 
 def _refresh_status(url: str, repo: str) -> str | None:

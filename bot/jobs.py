@@ -2,7 +2,8 @@
 
 Claiming is a conditional UPDATE, so two workers (threads or replicas on one PostgreSQL
 database) cannot run the same job; a job whose worker died is claimed again when its lease
-runs out.
+runs out. Jobs of one issue run in arrival order, after any earlier repository-wide job
+(label, push) and installation event; jobs of different issues run side by side.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ class Delivery:
     def repository(self) -> str | None:
         repo = self.payload.get("repository")
         return repo.get("full_name") if isinstance(repo, dict) else None
+
+    @property
+    def issue_number(self) -> int | None:
+        """The issue an ``issues`` event is about; None for repository-wide events."""
+        issue = self.payload.get("issue")
+        value = issue.get("number") if isinstance(issue, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def installation_id(self) -> int | None:
@@ -75,6 +83,7 @@ class JobQueue:
             event=delivery.event,
             action=delivery.action,
             repository=delivery.repository,
+            issue_number=delivery.issue_number,
             installation_id=delivery.installation_id,
             payload=raw_body.decode("utf-8"),
             status=PENDING if handled else IGNORED,
@@ -99,14 +108,19 @@ class JobQueue:
             (WebhookJob.status == PENDING) & (WebhookJob.next_attempt_at <= stamp),
             (WebhookJob.status == RUNNING) & (WebhookJob.lease_until < stamp),
         )
-        # Per repository (and installation-wide events before them), jobs run in arrival order:
+        # Per issue, after repository-wide and installation events, jobs run in arrival order:
         # "labeled" never overtakes "opened", nor an issue event the installation it needs.
         earlier = aliased(WebhookJob)
+        same_scope = (
+            earlier.issue_number.is_(None)
+            | WebhookJob.issue_number.is_(None)
+            | (earlier.issue_number == WebhookJob.issue_number)
+        )
         blocked = exists().where(
             earlier.id < WebhookJob.id,
             earlier.status.in_([PENDING, RUNNING]),
             or_(
-                earlier.repository == WebhookJob.repository,
+                (earlier.repository == WebhookJob.repository) & same_scope,
                 earlier.repository.is_(None) & (earlier.installation_id == WebhookJob.installation_id),
             ),
         )

@@ -7,7 +7,9 @@ GitHub failure continues where it stopped and never labels or comments twice.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -52,53 +54,51 @@ class Labeler:
         number = int(issue["number"])
         installation_id = delivery.installation_id
         with self.store.session() as session:
-            prediction = session.scalar(
+            recorded = session.scalar(
                 select(Prediction).where(Prediction.delivery_id == delivery.delivery_id)
             )
-            prediction_id = prediction.id if prediction is not None else None
-        if prediction_id is None:
+            plan = _Plan.of(recorded) if recorded is not None else None
+            catalogue_known = plan is not None or _has_labels(session, repo)
+        config = self.configs.get(repo, installation_id)
+        if plan is None:
             bundle = self.models.get(repo)
             if bundle is None:
                 return Outcome(f"{repo} has no model bundle in service: not labeled")
-            config = self.configs.get(repo, installation_id)
-            self._ensure_catalogue(repo, installation_id)
+            if not catalogue_known:
+                self.gateway.sync_labels(self.store, repo, installation_id)
+            text = issue_text(issue.get("title") or "", issue.get("body"))
+            probabilities = bundle.probabilities([text])[0]
             with self.store.session() as session:
                 repository = get_repository(session, repo)
                 assert repository is not None
-                decision = self._decide(session, repository, bundle, issue, config)
+                decision, scores = self._decide(session, repository, bundle, probabilities, issue, config)
                 prediction = Prediction(
                     repository_id=repository.id,
                     issue_number=number,
                     bundle_version=bundle.version,
-                    scores=decision[1],
-                    labels=[name for name, _ in decision[0].labels],
-                    reason=decision[0].reason,
+                    scores=scores,
+                    labels=[name for name, _ in decision.labels],
+                    reason=decision.reason,
                     dry_run=config.dry_run or self.dry_run,
                     delivery_id=delivery.delivery_id,
                     decided_at=now(),
                 )
                 session.add(prediction)
                 session.flush()
-                prediction_id = prediction.id
-        else:
-            config = self.configs.get(repo, installation_id)
-        return self._write(repo, installation_id, number, prediction_id, comment=config.comment)
-
-    def _ensure_catalogue(self, repo: str, installation_id: int | None) -> None:
-        with self.store.session() as session:
-            repository = get_repository(session, repo)
-            known = repository is not None and session.scalar(
-                select(Label.id).where(Label.repository_id == repository.id).limit(1)
-            )
-        if not known:
-            self.gateway.sync_labels(self.store, repo, installation_id)
+                plan = _Plan.of(prediction)
+        return self._write(repo, installation_id, number, plan, comment=config.comment)
 
     def _decide(
-        self, session: Session, repository: Repository, bundle: Bundle, issue: dict, config: RepoConfig
+        self,
+        session: Session,
+        repository: Repository,
+        bundle: Bundle,
+        probabilities: np.ndarray,
+        issue: dict,
+        config: RepoConfig,
     ) -> tuple[Decision, dict[str, float]]:
         """The policy's decision, and every label's score under its current name."""
         names = current_names(session, repository, bundle)
-        probabilities = bundle.probabilities([issue_text(issue.get("title") or "", issue.get("body"))])[0]
         decision = choose_labels(
             label_names=bundle.labels,
             probabilities=probabilities,
@@ -120,35 +120,62 @@ class Labeler:
         return decision, scores
 
     def _write(
-        self, repo: str, installation_id: int | None, number: int, prediction_id: int, *, comment: bool
+        self, repo: str, installation_id: int | None, number: int, plan: _Plan, *, comment: bool
     ) -> Outcome:
-        with self.store.session() as session:
-            prediction = session.get(Prediction, prediction_id)
-            assert prediction is not None
-            labels, reason, dry_run = list(prediction.labels), prediction.reason, prediction.dry_run
-            applied_at, commented_at, scores = (
-                prediction.applied_at,
-                prediction.commented_at,
-                prediction.scores,
+        if plan.dry_run:
+            log.info(
+                "%s#%d dry run: would apply %s (%s)", repo, number, plan.labels or "nothing", plan.reason
             )
-            version = prediction.bundle_version
-        if dry_run:
-            log.info("%s#%d dry run: would apply %s (%s)", repo, number, labels or "nothing", reason)
-            return Outcome(f"dry run: would apply {labels or 'nothing'} ({reason})")
-        if not labels:
-            return Outcome(f"nothing applied: {reason}")
-        if applied_at is None:
-            self.gateway.add_labels(repo, installation_id, number, labels)
+            return Outcome(f"dry run: would apply {plan.labels or 'nothing'} ({plan.reason})")
+        if not plan.labels:
+            return Outcome(f"nothing applied: {plan.reason}")
+        if not plan.applied:
+            self.gateway.add_labels(repo, installation_id, number, plan.labels)
             with self.store.session() as session:
-                session.get(Prediction, prediction_id).applied_at = now()  # type: ignore[union-attr]
-            for name in labels:
+                session.get(Prediction, plan.id).applied_at = now()  # type: ignore[union-attr]
+            for name in plan.labels:
                 self.metrics.labels_applied.labels(repo, name).inc()
-            log.info("%s#%d labeled %s with bundle %s", repo, number, labels, version)
-        if comment and commented_at is None:
-            self.gateway.comment(repo, installation_id, number, comment_text(labels, scores))
+            log.info("%s#%d labeled %s with bundle %s", repo, number, plan.labels, plan.version)
+        if comment and not plan.commented:
+            self.gateway.comment(repo, installation_id, number, comment_text(plan.labels, plan.scores))
             with self.store.session() as session:
-                session.get(Prediction, prediction_id).commented_at = now()  # type: ignore[union-attr]
-        return Outcome(f"applied {labels}")
+                session.get(Prediction, plan.id).commented_at = now()  # type: ignore[union-attr]
+        return Outcome(f"applied {plan.labels}")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A recorded prediction, as far as writing it to GitHub goes."""
+
+    id: int
+    labels: list[str]
+    reason: str
+    dry_run: bool
+    applied: bool
+    commented: bool
+    scores: dict[str, float]
+    version: str
+
+    @classmethod
+    def of(cls, row: Prediction) -> _Plan:
+        return cls(
+            row.id,
+            list(row.labels),
+            row.reason,
+            row.dry_run,
+            row.applied_at is not None,
+            row.commented_at is not None,
+            dict(row.scores),
+            row.bundle_version,
+        )
+
+
+def _has_labels(session: Session, repo: str) -> bool:
+    """Whether the repository's label catalogue was ever read (else it is synced first)."""
+    repository = get_repository(session, repo)
+    return repository is not None and (
+        session.scalar(select(Label.id).where(Label.repository_id == repository.id).limit(1)) is not None
+    )
 
 
 def current_names(session: Session, repository: Repository, bundle: Bundle) -> dict[str, str | None]:

@@ -10,10 +10,14 @@ from bot.jobs import Delivery, JobQueue
 from training.store import Store
 
 
-def _delivery(delivery_id: str, repo: str | None, installation: int = 1, event: str = "issues") -> Delivery:
+def _delivery(
+    delivery_id: str, repo: str | None, installation: int = 1, event: str = "issues", number: int = 1
+) -> Delivery:
     payload: dict = {"action": "opened", "installation": {"id": installation}}
     if repo:
         payload["repository"] = {"full_name": repo}
+    if event == "issues":
+        payload["issue"] = {"number": number}
     return Delivery(delivery_id, event, payload)
 
 
@@ -60,6 +64,31 @@ def test_jobs_of_one_repository_run_in_order_after_their_installation(store: Sto
     queue.finish(opened, "ok")
     labeled = queue.claim()
     assert labeled is not None and labeled.delivery.delivery_id == "labeled"
+
+
+def test_issues_of_one_repository_run_side_by_side_after_repository_wide_events(store: Store) -> None:
+    queue = JobQueue(store, max_attempts=3, retry_seconds=1, lease_seconds=60)
+    _accept(queue, _delivery("label-deleted", "o/a", event="label"))
+    _accept(queue, _delivery("opened-1", "o/a", number=1))
+    _accept(queue, _delivery("opened-2", "o/a", number=2))
+    _accept(queue, _delivery("labeled-1", "o/a", number=1))
+    first = queue.claim()
+    assert first is not None and first.delivery.delivery_id == "label-deleted"
+    assert queue.claim() is None  # every issue waits for the label catalogue change
+    queue.finish(first, "ok")
+    one, two = queue.claim(), queue.claim()
+    assert one is not None and two is not None
+    assert [one.delivery.delivery_id, two.delivery.delivery_id] == ["opened-1", "opened-2"]
+    assert queue.claim() is None  # "labeled-1" waits for "opened-1", not for issue 2
+    _accept(queue, _delivery("push", "o/a", event="push"))
+    queue.finish(one, "ok")
+    labeled = queue.claim()
+    assert labeled is not None and labeled.delivery.delivery_id == "labeled-1"
+    assert queue.claim() is None  # the push waits for every earlier job of the repository
+    queue.finish(two, "ok")
+    queue.finish(labeled, "ok")
+    push = queue.claim()
+    assert push is not None and push.delivery.delivery_id == "push"
 
 
 def test_failures_back_off_then_fail_for_good_and_expired_leases_are_reclaimed(store: Store) -> None:

@@ -206,6 +206,7 @@ class WebhookJob(Base):
     event: Mapped[str] = mapped_column(String(60))
     action: Mapped[str | None] = mapped_column(String(60))
     repository: Mapped[str | None] = mapped_column(String(200), index=True)
+    issue_number: Mapped[int | None] = mapped_column(Integer)
     installation_id: Mapped[int | None] = mapped_column(BigInteger)
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))  # pending | running | done | ignored | failed

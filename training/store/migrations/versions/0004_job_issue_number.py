@@ -1,0 +1,23 @@
+"""webhook jobs remember their issue, so jobs of different issues run side by side
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Jobs accepted before this revision keep NULL: they are ordered as repository-wide events.
+    op.add_column("webhook_jobs", sa.Column("issue_number", sa.Integer(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("webhook_jobs") as batch:
+        batch.drop_column("issue_number")
