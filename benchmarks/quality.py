@@ -109,8 +109,8 @@ def main() -> int:
                     f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
                 )
             order = np.random.default_rng(config.seed).permutation(len(train_full[0]))
-            for size_text in args.slices.split(","):
-                size = len(order) if size_text == "all" else min(int(size_text), len(order))
+            sizes = [len(order) if t == "all" else min(int(t), len(order)) for t in args.slices.split(",")]
+            for size in dict.fromkeys(sizes):  # a slice larger than the training set is all of it
                 pick = order[:size]
                 train = ([train_full[0][i] for i in pick], train_full[1][pick])
                 for method in methods:
@@ -140,10 +140,33 @@ def main() -> int:
                         f"macro F1 {row['macro_f1']:.3f}  ({row['seconds']:.0f}s)",
                         flush=True,
                     )
+    print(learning_curve_table(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": config.model_dump(), "results": results}, indent=2))
     print(f"written {args.out}")
     return 0
+
+
+def learning_curve_table(results: list[dict[str, object]]) -> str:
+    """Micro / macro F1 per dataset and method, one column per training-set size."""
+    lines = []
+    for dataset in dict.fromkeys(str(r["dataset"]) for r in results):
+        rows = [r for r in results if r["dataset"] == dataset]
+        sizes = sorted({int(r["train_size"]) for r in rows})  # type: ignore[call-overload]
+        lines.append(f"{dataset} (micro / macro F1 by training issues)")
+        lines.append(f"{'method':<18}" + "".join(f"{size:>14}" for size in sizes))
+        for method in dict.fromkeys(str(r["method"]) for r in rows):
+            cells = {int(r["train_size"]): r for r in rows if r["method"] == method}  # type: ignore[call-overload]
+            lines.append(
+                f"{method:<18}"
+                + "".join(
+                    f"{cells[size]['micro_f1']:>7.3f}/{cells[size]['macro_f1']:.3f}"
+                    if size in cells
+                    else " " * 14
+                    for size in sizes
+                )
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="deliveries per second")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="the bot's worker threads")
+    parser.add_argument("--onnx-threads", type=int, default=1, help="onnxruntime threads per prediction")
     parser.add_argument(
         "--data", type=Path, default=ROOT.parent / "shared" / "data" / "sklearn_surya" / "issues.jsonl"
     )
@@ -160,6 +161,7 @@ def main() -> int:
             "ISSUE_LABELER_API_TOKEN": TOKEN,
             "ISSUE_LABELER_REFRESH_CHECK_MINUTES": "0",
             "ISSUE_LABELER_WORKER_THREADS": str(args.workers),
+            "ISSUE_LABELER_ONNX_THREADS": str(args.onnx_threads),
             "ISSUE_LABELER_LOG_LEVEL": "WARNING",
             "HF_HUB_OFFLINE": "1",
         }
@@ -249,6 +251,7 @@ def main() -> int:
             "target_rate_per_s": args.rate,
             "concurrency": args.concurrency,
             "bot_workers": args.workers,
+            "onnx_threads": args.onnx_threads,
             "accepted_per_s": round(sum(1 for _, s, _ in answers if s == 202) / send_seconds, 1),
             "answer_p50_ms": _percentile(answer_ms, 50),
             "answer_p99_ms": _percentile(answer_ms, 99),
@@ -266,7 +269,7 @@ def main() -> int:
         }
     print(
         f"{result['deliveries']} deliveries at {args.rate}/s, concurrency {args.concurrency}, "
-        f"{args.workers} workers, bundle {precision}"
+        f"{args.workers} workers x {args.onnx_threads} onnxruntime threads, bundle {precision}"
     )
     for key, value in result.items():
         print(f"  {key:<32} {value}")

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
 
 from bot import feedback, signature
 from bot.jobs import Delivery
@@ -91,7 +92,8 @@ def create_app(services: BotServices) -> FastAPI:
             return _refuse(400, "body is not a JSON object", delivery_id)
         delivery = Delivery(delivery_id, event, payload)
         handled = services.handled(event)
-        accepted = services.queue.accept(delivery, bytes(body), handled=handled)
+        # The commit waits on the disk (and on SQLite's single writer): not on the event loop.
+        accepted = await run_in_threadpool(services.queue.accept, delivery, bytes(body), handled=handled)
         if not accepted:
             services.metrics.deliveries.labels(event, "duplicate").inc()
             services.workers.wake()  # a failed job may have been put back by the redelivery

@@ -567,6 +567,9 @@ class FakeGitHub:
 class _Handler(BaseHTTPRequestHandler):
     github: FakeGitHub
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm on, the body waits for
+    # the client's delayed ACK (40 ms on Linux) on a kept-alive connection. GitHub does not.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
