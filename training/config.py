@@ -58,6 +58,25 @@ class TrainingConfig(BaseModel):
     pos_weight_cap: float = Field(default=20.0, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="cap on fine-tuning steps (tests)")
 
+    distill_layers: int | None = Field(
+        default=None,
+        ge=1,
+        description="distil the fine-tuned model into a student with this many layers (about that "
+        "fraction of the serving time); served only if it keeps the teacher's validation F1",
+    )
+    distill_epochs: float = Field(default=3.0, gt=0)
+    distill_learning_rate: float = Field(default=1e-4, gt=0)
+    distill_alpha: float = Field(
+        default=0.5, ge=0, le=1, description="weight of the maintainers' labels against the teacher's scores"
+    )
+    distill_temperature: float = Field(default=2.0, gt=0)
+    distill_max_unlabeled: int = Field(
+        default=1000, ge=0, description="unlabeled issues the teacher labels for the student"
+    )
+    distill_max_f1_drop: float = Field(
+        default=0.01, ge=0, description="validation micro-F1 the student may lose and still be served"
+    )
+
     threshold_objective: Literal["f1", "precision"] = "f1"
     precision_target: float = Field(default=0.8, gt=0, le=1)
     min_validation_support: int = Field(

@@ -135,11 +135,7 @@ def finetune(
     pos_weight = positive_weights(train[1], config.pos_weight_cap) if config.pos_weight == "auto" else None
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        logits = (
-            prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        )
-        probabilities = 1 / (1 + np.exp(-logits))
-        return {"micro_f1": best_global_threshold_f1(prediction.label_ids, probabilities)}
+        return {"micro_f1": validation_metric(prediction)}
 
     args = TrainingArguments(
         output_dir=str(workdir),
@@ -185,7 +181,14 @@ def finetune(
     )
 
 
-@torch.no_grad()
+def validation_metric(prediction: EvalPrediction) -> float:
+    """Checkpoint selection: micro-F1 at the best single threshold on the validation split."""
+    logits = prediction.predictions
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return best_global_threshold_f1(prediction.label_ids, 1 / (1 + np.exp(-logits)))
+
+
 def predict_probabilities(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -194,6 +197,18 @@ def predict_probabilities(
     batch_size: int = 32,
 ) -> np.ndarray:
     """Sigmoid probabilities from the PyTorch model, in batches."""
+    return 1 / (1 + np.exp(-predict_logits(model, tokenizer, texts, max_length, batch_size)))
+
+
+@torch.no_grad()
+def predict_logits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """The PyTorch model's logits, in batches."""
     model.eval()
     chunks = []
     for start in range(0, len(texts), batch_size):
@@ -204,7 +219,7 @@ def predict_probabilities(
             padding=True,
             return_tensors="pt",
         )
-        chunks.append(torch.sigmoid(model(**encoded).logits).numpy())
+        chunks.append(model(**encoded).logits.numpy())
     if not chunks:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     return np.concatenate(chunks)

@@ -20,6 +20,7 @@ def model_card(metrics: dict, manifest: dict, config: TrainingConfig, thresholds
         )
         + f"fine-tuned for multi-label classification (sigmoid + BCE), max {config.max_length} tokens. "
         f"Served as ONNX {metrics['served_precision']} ({metrics['served_precision_reason']}).",
+        *(["", f"Distillation: {metrics['distillation']['reason']}."] if metrics.get("distillation") else []),
         "",
         f"Data: {counts['train']} training, {counts['validation']} validation and "
         f"{counts['test']} test issues "

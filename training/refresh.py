@@ -23,19 +23,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training import baselines
 from training.adapt import adapt_encoder
 from training.bundle import Bundle, BundleError, write_manifest
 from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
+from training.distill import distill
 from training.export import export_onnx, quantize_int8
 from training.fetch import FetchError, fetch_repository
 from training.finetune import finetune, predict_probabilities
 from training.github_client import GitHubAuthError, GitHubClients
 from training.jsonl_import import import_jsonl
 from training.logs import configure_logging
-from training.metrics import decide, exclusive_group, scores, tune_thresholds
+from training.metrics import Thresholds, decide, exclusive_group, scores, tune_thresholds
 from training.model_card import model_card
 from training.refresh_runs import (
     FAILED,
@@ -100,6 +102,83 @@ def _candidate_vs_current(
     return float(candidate_scores["micro_f1"]), current_f1  # type: ignore[arg-type]
 
 
+def _thresholds(
+    labels: list[str],
+    train: tuple[list[str], np.ndarray],
+    validation: tuple[list[str], np.ndarray],
+    validation_probs: np.ndarray,
+    config: TrainingConfig,
+) -> tuple[Thresholds, str]:
+    """Per-label thresholds from validation, with an exclusive label set kept only if it helps."""
+    thresholds = tune_thresholds(labels, validation[1], validation_probs, **config.threshold_args())
+    if not config.exclusive_groups:
+        return thresholds, "no exclusive label set in the data"
+    group = exclusive_group(labels, np.vstack([train[1], validation[1]]))
+    if not group:
+        return thresholds, "no exclusive label set in the data"
+    plain = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
+    thresholds.exclusive_groups = [group]
+    grouped = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
+    if grouped["micro_f1"] <= plain["micro_f1"]:  # type: ignore[operator]
+        thresholds.exclusive_groups = []
+        return thresholds, f"at most one of {group}: dropped, not better on validation"
+    return thresholds, f"at most one of {group}: kept, better validation micro-F1"
+
+
+def _distil(
+    teacher: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    teacher_thresholds: Thresholds,
+    teacher_group_note: str,
+    dataset: IssueDataset,
+    workdir: Path,
+    config: TrainingConfig,
+    pos_weight: list[float],
+) -> tuple[PreTrainedModel, Thresholds, str, dict[str, object]]:
+    """The student if it keeps the teacher's validation micro-F1 (within the allowed drop), else
+    the teacher; both scores recorded, so the choice can be checked."""
+    labels = dataset.label_names
+    train, validation = _split(dataset, "train"), _split(dataset, "validation")
+    student = distill(
+        teacher,
+        tokenizer,
+        train,
+        [e.text for e in dataset.unlabeled],
+        validation,
+        workdir / "student",
+        config,
+        torch.tensor(pos_weight) if pos_weight else None,
+    )
+    student_probs = predict_probabilities(student.model, tokenizer, validation[0], config.max_length)
+    student_thresholds, student_group_note = _thresholds(labels, train, validation, student_probs, config)
+    teacher_probs = predict_probabilities(teacher, tokenizer, validation[0], config.max_length)
+    teacher_f1 = float(
+        scores(labels, validation[1], decide(teacher_probs, labels, teacher_thresholds))["micro_f1"]
+    )  # type: ignore[arg-type]
+    student_f1 = float(
+        scores(labels, validation[1], decide(student_probs, labels, student_thresholds))["micro_f1"]
+    )  # type: ignore[arg-type]
+    served = student_f1 >= teacher_f1 - config.distill_max_f1_drop
+    reason = (
+        f"{len(student.layers_kept)}-layer student, validation micro-F1 {student_f1:.3f} vs teacher "
+        f"{teacher_f1:.3f}: "
+        + ("served" if served else f"lost more than {config.distill_max_f1_drop}; the teacher is served")
+    )
+    log.info("%s", reason)
+    info: dict[str, object] = {
+        "teacher_layers": teacher.config.num_hidden_layers,
+        "student_layers_kept": student.layers_kept,
+        "texts": student.texts,
+        "teacher_validation_micro_f1": round(teacher_f1, 4),
+        "student_validation_micro_f1": round(student_f1, 4),
+        "served": "student" if served else "teacher",
+        "reason": reason,
+    }
+    if served:
+        return student.model, student_thresholds, student_group_note, info
+    return teacher, teacher_thresholds, teacher_group_note, info
+
+
 def run_refresh(
     settings: Settings,
     store: Store,
@@ -160,19 +239,13 @@ def run_refresh(
             model, tokenizer = tuned.model, tuned.tokenizer
         with _stage(timings, "thresholds"):
             validation_probs = predict_probabilities(model, tokenizer, validation[0], config.max_length)
-            thresholds = tune_thresholds(labels, validation[1], validation_probs, **config.threshold_args())
-            group_note = "no exclusive label set in the data"
-            if config.exclusive_groups:
-                group = exclusive_group(labels, np.vstack([train[1], validation[1]]))
-                if group:
-                    plain = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
-                    thresholds.exclusive_groups = [group]
-                    grouped = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
-                    if grouped["micro_f1"] <= plain["micro_f1"]:  # type: ignore[operator]
-                        thresholds.exclusive_groups = []
-                        group_note = f"at most one of {group}: dropped, not better on validation"
-                    else:
-                        group_note = f"at most one of {group}: kept, better validation micro-F1"
+            thresholds, group_note = _thresholds(labels, train, validation, validation_probs, config)
+        distillation = None
+        if config.distill_layers:
+            with _stage(timings, "distill"):
+                model, thresholds, group_note, distillation = _distil(
+                    model, tokenizer, thresholds, group_note, dataset, workdir, config, tuned.pos_weight
+                )
         with _stage(timings, "evaluate"):
             test_probs = predict_probabilities(model, tokenizer, test[0], config.max_length)
             test_scores = scores(labels, test[1], decide(test_probs, labels, thresholds))
@@ -235,6 +308,7 @@ def run_refresh(
             "served_precision_reason": precision_reason,
             "exclusive_groups": group_note,
             "adaptation": adapt_info,
+            "distillation": distillation,
             "counts": dataset.manifest()["counts"],
             "timings_s": timings,
         }
@@ -378,6 +452,7 @@ def summary_table(result: RefreshResult) -> str:
         f"unlabeled {counts['unlabeled']}",  # type: ignore[index]
         "stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items()),
         f"served: {m['served_precision']} ({m['served_precision_reason']})",
+        *([f"distillation: {m['distillation']['reason']}"] if m.get("distillation") else []),  # type: ignore[index]
         f"bundle {result.version}: {'PROMOTED' if result.promoted else 'NOT PROMOTED'} — {result.reason}",
         f"  {result.bundle_dir}",
     ]

@@ -10,11 +10,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
 
 from tests.conftest import make_settings
 from training.bundle import Bundle, BundleError, write_manifest
+from training.classifier import load_classifier
 from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
+from training.distill import keep_layers, shallow_copy
 from training.export import export_onnx
 from training.finetune import finetune, predict_probabilities
 from training.refresh import run_refresh
@@ -228,3 +232,38 @@ def test_refresh_cli_fails_cleanly_and_leaves_the_registry_untouched(
     assert result.returncode == 1
     assert "the bundle in service is unchanged" in result.stderr
     assert not any((tmp_path / "models").rglob("bundle.json"))
+
+
+def test_a_distilled_student_keeps_every_other_teacher_layer() -> None:
+    assert keep_layers(6, 3) == [1, 3, 5]
+    assert keep_layers(6, 2) == [2, 5]
+    assert keep_layers(12, 4) == [2, 5, 8, 11]
+    with pytest.raises(ValueError, match="between 1 and 5"):
+        keep_layers(6, 6)
+    teacher = load_classifier(resolve_base_model(PACKAGED_MODEL), num_labels=2)
+    student, kept = shallow_copy(teacher, 3)
+    assert kept == [1, 3, 5] and student.config.num_hidden_layers == 3
+    assert len(teacher.bert.encoder.layer) == 6  # the teacher is left whole
+    for position, layer in enumerate(kept):
+        own = student.bert.encoder.layer[position].output.dense.weight
+        assert torch.equal(own, teacher.bert.encoder.layer[layer].output.dense.weight)
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+
+
+def test_refresh_serves_a_distilled_student_that_keeps_the_teachers_f1(
+    small_settings: Settings, slice_path: Path
+) -> None:
+    config = TINY.model_copy(
+        update={"adapt": False, "distill_layers": 2, "distill_max_unlabeled": 20, "distill_max_f1_drop": 1.0}
+    )
+    result = _refresh(small_settings, slice_path, config)
+    distillation = result.metrics["distillation"]
+    assert distillation["served"] == "student" and distillation["student_layers_kept"] == [2, 5]
+    assert 0 <= distillation["student_validation_micro_f1"] <= 1
+    assert "distill" in result.metrics["timings_s"]
+    model = onnx.load(str(result.bundle_dir / "model.onnx"))
+    attention = [n for n in model.graph.node if n.op_type in {"Attention", "QAttention"}]
+    assert len(attention) == 2  # the served graph is the 2-layer student
+    assert result.metrics["onnx_fp32"]["max_prob_diff_vs_pytorch"] <= 1e-4
+    assert "2-layer student" in (result.bundle_dir / "MODEL_CARD.md").read_text()
+    assert Registry(small_settings.registry_dir).load_current(REPO) is not None
