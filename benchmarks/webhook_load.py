@@ -4,7 +4,9 @@ The bot runs as its own process, serving the bundle in service from ``--registry
 ``--repo``; GitHub is the tests' fake server on 127.0.0.1. Reports deliveries accepted per
 second, the time to answer a delivery, the time from sending a delivery to the labels reaching
 the fake GitHub (p50/p99), the bot's own part of it (delivery stored -> labels written, from
-its store), errors, and lost or doubled labels. Prints a table and writes JSON.
+its store), errors, and lost or doubled labels. The first ``--warmup`` deliveries are sent the
+same way but left out of the timings (first connections, first queries). Prints a table and
+writes JSON.
 
     python -m benchmarks.webhook_load --registry var/models --repo scikit-learn/scikit-learn \\
         --deliveries 400 --rate 20 --concurrency 8
@@ -113,6 +115,13 @@ def main() -> int:
     parser.add_argument("--deliveries", type=int, default=400)
     parser.add_argument("--rate", type=float, default=20.0, help="deliveries per second")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=20,
+        help="deliveries sent first at the same rate and left out of the timings (checked for "
+        "lost and doubled labels like the rest): the load generator's and the bot's first-use costs",
+    )
     parser.add_argument("--workers", type=int, default=2, help="the bot's worker threads")
     parser.add_argument("--onnx-threads", type=int, default=1, help="onnxruntime threads per prediction")
     parser.add_argument(
@@ -138,7 +147,7 @@ def main() -> int:
     del bundle
 
     private, public = generate_app_keys()
-    texts = _issues(args.data, args.deliveries)
+    texts = _issues(args.data, args.warmup + args.deliveries)
     with FakeGitHub(app_id=APP_ID, app_public_key=public) as fake, tempfile.TemporaryDirectory() as tmp:
         repo = fake.add_repo(args.repo, installation_id=INSTALLATION)
         for name in labels:
@@ -212,6 +221,7 @@ def main() -> int:
                 }
                 bodies.append((f"load-{number}-{uuid.uuid4().hex[:8]}", json.dumps(payload).encode()))
             number_of = {delivery_id: n for n, (delivery_id, _) in enumerate(bodies, start=first_number)}
+            warmup, bodies = bodies[: args.warmup], bodies[args.warmup :]
             refresh_state = None
             if args.during_refresh:
                 auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -220,12 +230,16 @@ def main() -> int:
                 ).raise_for_status()
                 _wait(lambda: _refresh_status(url, args.repo) == "running", bot, log_path, timeout=120)
                 time.sleep(20)  # past the fetch, into training
+            if warmup:
+                asyncio.run(_send_all(url, warmup, args.rate, args.concurrency))
+                _wait(lambda: _finished(url) >= len(warmup), bot, log_path, timeout=120)
             started = time.time()
             sent_at, answers = asyncio.run(_send_all(url, bodies, args.rate, args.concurrency))
             send_seconds = time.time() - started
             deadline = time.time() + 120
-            while time.time() < deadline and not _drained(url, len(bodies)):
+            while time.time() < deadline and _finished(url) < len(warmup) + len(bodies):
                 time.sleep(0.2)
+            unfinished = len(warmup) + len(bodies) - int(_finished(url))
             if args.during_refresh:
                 refresh_state = _refresh_status(url, args.repo)
         finally:
@@ -234,20 +248,23 @@ def main() -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(bot.pid, signal.SIGKILL)  # a refresh child still training
 
-        in_bot_ms = _in_bot_ms(Path(tmp) / "bot.db")
+        in_bot = _in_bot_ms(Path(tmp) / "bot.db")
+        in_bot_ms = [in_bot[d] for d in sent_at if d in in_bot]
 
         posts: dict[int, list[float]] = {}
         for request in fake.requests_to(rf"/repos/{args.repo}/issues/\d+/labels", "POST"):
             posts.setdefault(int(request.path.split("/")[-2]), []).append(request.received_at)
+        measured = {number_of[d] for d in sent_at}
         labeled_ms = [(posts[number_of[d]][0] - sent_at[d]) * 1000 for d in sent_at if number_of[d] in posts]
         answer_ms = [ms for _, status, ms in answers]
         errors = sum(1 for _, status, _ in answers if status != 202)
         doubled = sum(1 for times in posts.values() if len(times) > 1)
-        predicted_nothing = len(bodies) - len(posts)
+        predicted_nothing = len(bodies) - len(measured & posts.keys())
         result = {
             "repo": args.repo,
             "bundle_precision": precision,
             "deliveries": len(bodies),
+            "warmup_deliveries": len(warmup),
             "target_rate_per_s": args.rate,
             "concurrency": args.concurrency,
             "bot_workers": args.workers,
@@ -260,9 +277,10 @@ def main() -> int:
             "in_bot_p50_ms": _percentile(in_bot_ms, 50),
             "in_bot_p99_ms": _percentile(in_bot_ms, 99),
             "errors": errors,
-            "issues_labeled": len(posts),
+            "issues_labeled": len(measured & posts.keys()),
             "issues_with_no_label_decided": predicted_nothing,
             "doubled_label_writes": doubled,
+            "jobs_not_finished": unfinished,
             "mean_answer_ms": round(statistics.fmean(answer_ms), 1) if answer_ms else None,
             "during_refresh": str(args.during_refresh) if args.during_refresh else None,
             "refresh_still_running_after_load": refresh_state == "running" if args.during_refresh else None,
@@ -279,20 +297,20 @@ def main() -> int:
     return 0
 
 
-def _in_bot_ms(database: Path) -> list[float]:
+def _in_bot_ms(database: Path) -> dict[str, float]:
     """Our own time per labeled issue, from the bot's own stamps: delivery stored -> labels written
     (the GitHub call included; the load generator's and the network's time excluded)."""
     engine = create_engine(f"sqlite:///{database}")
     try:
         with Session(engine) as session:
             rows = session.execute(
-                select(WebhookJob.received_at, Prediction.applied_at)
+                select(WebhookJob.delivery_id, WebhookJob.received_at, Prediction.applied_at)
                 .join(Prediction, Prediction.delivery_id == WebhookJob.delivery_id)
                 .where(Prediction.applied_at.is_not(None))
             ).all()
     finally:
         engine.dispose()
-    return [(applied - received).total_seconds() * 1000 for received, applied in rows]
+    return {delivery: (applied - received).total_seconds() * 1000 for delivery, received, applied in rows}
 
 
 def _refresh_status(url: str, repo: str) -> str | None:
@@ -301,8 +319,8 @@ def _refresh_status(url: str, repo: str) -> str | None:
     return runs[0]["status"] if runs else None
 
 
-def _drained(url: str, expected: int) -> bool:
-    """Every delivery's job has ended (done, ignored or failed)."""
+def _finished(url: str) -> float:
+    """Issue jobs that have ended (done, ignored or failed), from the bot's metrics."""
     text = httpx.get(url + "/metrics").text
     finished = 0.0
     for line in text.splitlines():
@@ -310,7 +328,7 @@ def _drained(url: str, expected: int) -> bool:
             status = line.split('status="')[1].split('"')[0]
             if status in {"done", "failed", "ignored"}:
                 finished += float(line.rsplit(" ", 1)[1])
-    return finished >= expected
+    return finished
 
 
 def _get(url: str) -> int:

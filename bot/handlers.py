@@ -105,7 +105,15 @@ class EventHandlers:
             for name in names:
                 self.gateway.sync_labels(self.store, name, installation["id"])
                 self.labeler.models.get(name, force_check=True)
+                self._read_config(name, installation["id"])
         return names
+
+    def _read_config(self, repo: str, installation_id: int) -> None:
+        """Read the repository's config file now rather than while its first issue waits."""
+        try:
+            self.configs.get(repo, installation_id)
+        except Exception as exc:  # GitHub unreachable: the first issue reads it (and retries)
+            log.warning("%s: %s not read yet: %s", repo, self.settings.repo_config_path, exc)
 
     def _on_ping(self, delivery: Delivery) -> Outcome:
         return Outcome(f"pong (zen: {delivery.payload.get('zen', '')!s:.60})")

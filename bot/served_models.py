@@ -48,6 +48,7 @@ class ServedModels:
                 return bundle
             try:
                 loaded = self.registry.load(repo, version, threads=self.threads)
+                loaded.warm_up()  # before it serves: no issue waits for a cold session
             except BundleError as exc:
                 # Keep serving what was loaded before; the status endpoint shows why.
                 self._errors[repo] = str(exc)

@@ -119,6 +119,11 @@ class Bundle:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(chunks)
 
+    def warm_up(self) -> None:
+        """One prediction at full length: onnxruntime allocates its buffers on the first runs,
+        which would otherwise slow the first real issues after a start or a swap."""
+        self.probabilities(["warm up " * self.max_length])
+
     def decide(self, probabilities: np.ndarray) -> np.ndarray:
         return decide(probabilities, self.labels, self.thresholds)
 

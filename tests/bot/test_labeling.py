@@ -39,6 +39,12 @@ def _push(bot: BotUnderTest, path: str, delivery_id: str) -> None:
     wait_for(lambda: bot.job_status(delivery_id) == "done", what="the push job")
 
 
+def _configure(bot: BotUnderTest, text: str, delivery_id: str) -> None:
+    """A new config file, committed to the default branch (the bot read the old one at install)."""
+    bot.repo.contents[".github/issue-labeler.yml"] = text
+    _push(bot, ".github/issue-labeler.yml", delivery_id)
+
+
 def _label(bot: BotUnderTest, name: str) -> dict:
     return dict(bot.fake.label_json(bot.repo, name))
 
@@ -57,7 +63,7 @@ def test_issue_labeled_by_a_human_is_left_alone_but_form_labels_do_not_count(bot
 
 
 def test_repository_config_rules(bot: BotUnderTest) -> None:
-    bot.repo.contents[".github/issue-labeler.yml"] = "labels:\n  deny: [doc*]\nmax_labels: 1\ncomment: true\n"
+    _configure(bot, "labels:\n  deny: [doc*]\nmax_labels: 1\ncomment: true\n", "cfg-rules")
     issue = bot.open_issue()
     bot.send_issue("opened", issue, delivery_id="c-1")
     wait_for(lambda: bot.job_status("c-1") == "done", what="the job")
@@ -68,7 +74,7 @@ def test_repository_config_rules(bot: BotUnderTest) -> None:
 
 
 def test_dry_run_writes_nothing(bot: BotUnderTest) -> None:
-    bot.repo.contents[".github/issue-labeler.yml"] = "dry_run: true\n"
+    _configure(bot, "dry_run: true\n", "cfg-dry")
     issue = bot.open_issue()
     bot.send_issue("opened", issue, delivery_id="dry-1")
     wait_for(lambda: bot.job_status("dry-1") == "done", what="the job")
@@ -77,7 +83,7 @@ def test_dry_run_writes_nothing(bot: BotUnderTest) -> None:
 
 
 def test_invalid_config_file_uses_defaults_and_is_reported(bot: BotUnderTest) -> None:
-    bot.repo.contents[".github/issue-labeler.yml"] = "max_labels: many\nsurprise: 1\n"
+    _configure(bot, "max_labels: many\nsurprise: 1\n", "cfg-bad")
     issue = bot.open_issue()
     bot.send_issue("opened", issue, delivery_id="bad-cfg")
     wait_for(lambda: bot.job_status("bad-cfg") == "done", what="the job")
@@ -145,7 +151,7 @@ def test_repository_without_bundle_is_not_labeled(bot: BotUnderTest) -> None:
 
 
 def test_edited_issue_is_labeled_only_while_unlabeled(bot: BotUnderTest) -> None:
-    bot.repo.contents[".github/issue-labeler.yml"] = "labels:\n  deny: [bug, documentation]\n"
+    _configure(bot, "labels:\n  deny: [bug, documentation]\n", "cfg-deny")
     issue = bot.open_issue()
     bot.send_issue("opened", issue, delivery_id="e-1")  # nothing passes the deny list
     wait_for(lambda: bot.job_status("e-1") == "done", what="the job")
@@ -159,3 +165,12 @@ def test_edited_issue_is_labeled_only_while_unlabeled(bot: BotUnderTest) -> None
     wait_for(lambda: bot.job_status("e-3") == "done", what="the second edited job")
     assert bot.labels_on(issue["number"]) == ["enhancement"]
     assert len(bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")) == 1
+
+
+def test_the_config_file_is_read_at_installation_not_by_the_first_issue(bot: BotUnderTest) -> None:
+    reads = bot.fake.requests_to(r".*/contents/\.github/issue-labeler\.yml", "GET")
+    assert len(reads) == 1  # read when the installation event registered the repository
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="first")
+    wait_for(lambda: bot.job_status("first") == "done", what="the job")
+    assert len(bot.fake.requests_to(r".*/contents/\.github/issue-labeler\.yml", "GET")) == 1

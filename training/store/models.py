@@ -199,13 +199,18 @@ class WebhookJob(Base):
     """
 
     __tablename__ = "webhook_jobs"
-    __table_args__ = (Index("ix_webhook_jobs_status_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_webhook_jobs_status_due", "status", "next_attempt_at"),
+        # The claim looks for unfinished earlier jobs of the same repository: finished ones,
+        # however many, are skipped by the index.
+        Index("ix_webhook_jobs_repository_status", "repository", "status"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     delivery_id: Mapped[str] = mapped_column(String(100), unique=True)
     event: Mapped[str] = mapped_column(String(60))
     action: Mapped[str | None] = mapped_column(String(60))
-    repository: Mapped[str | None] = mapped_column(String(200), index=True)
+    repository: Mapped[str | None] = mapped_column(String(200))
     issue_number: Mapped[int | None] = mapped_column(Integer)
     installation_id: Mapped[int | None] = mapped_column(BigInteger)
     payload: Mapped[str] = mapped_column(Text)
