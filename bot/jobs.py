@@ -21,6 +21,8 @@ from training.store.models import WebhookJob
 from training.store.upserts import now
 
 PENDING, RUNNING, DONE, IGNORED, FAILED = "pending", "running", "done", "ignored", "failed"
+# Due jobs looked at per claim, oldest first; blocked ones among them wait for the next claim.
+CLAIM_WINDOW = 50
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,13 @@ class JobQueue:
                 earlier.repository.is_(None) & (earlier.installation_id == WebhookJob.installation_id),
             ),
         )
+        # Only the oldest due jobs are checked for being blocked: with a backlog of thousands
+        # (after an outage) checking every one would cost each claim time quadratic in it.
+        oldest_due = select(WebhookJob.id).where(due).order_by(WebhookJob.id).limit(CLAIM_WINDOW)
         with self.store.session() as session:
             candidates = session.execute(
                 select(WebhookJob.id, WebhookJob.status, WebhookJob.lease_until)
-                .where(due, ~blocked)
+                .where(WebhookJob.id.in_(oldest_due.scalar_subquery()), ~blocked)
                 .order_by(WebhookJob.id)
                 .limit(5)
             ).all()
@@ -147,9 +152,8 @@ class JobQueue:
                     .values(status=RUNNING, lease_until=stamp + self.lease, attempts=WebhookJob.attempts + 1)
                 )
                 if claimed.rowcount == 1:
-                    row = session.get(WebhookJob, job_id)
+                    row = session.get(WebhookJob, job_id)  # not loaded before: read as updated
                     assert row is not None
-                    session.refresh(row)
                     delivery = Delivery(row.delivery_id, row.event, json.loads(row.payload))
                     return ClaimedJob(row.id, row.attempts, delivery, row.received_at)
         return None
