@@ -135,16 +135,21 @@ def main() -> int:
                         "seconds": round(time.monotonic() - started, 1),
                     }
                     results.append(row)
+                    _write(args.out, config, results)  # a long run keeps what it measured
                     print(
                         f"{name:<10} {method:<17} train {size:>5}  micro F1 {row['micro_f1']:.3f}  "
                         f"macro F1 {row['macro_f1']:.3f}  ({row['seconds']:.0f}s)",
                         flush=True,
                     )
     print(learning_curve_table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"config": config.model_dump(), "results": results}, indent=2))
+    _write(args.out, config, results)
     print(f"written {args.out}")
     return 0
+
+
+def _write(out: Path, config: TrainingConfig, results: list[dict[str, object]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": config.model_dump(), "results": results}, indent=2))
 
 
 def learning_curve_table(results: list[dict[str, object]]) -> str:
