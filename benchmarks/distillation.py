@@ -6,7 +6,7 @@ compares both on the test split: every label and as served. With ``--registry`` 
 is also written as an INT8 bundle there (a copy of the teacher's, model and thresholds
 replaced), for ``benchmarks.webhook_load``. Prints a table and writes JSON.
 
-    python benchmarks/distillation.py --bundle var/models/scikit-learn__scikit-learn/current \\
+    python -m benchmarks.distillation --bundle var/models/scikit-learn__scikit-learn/current \\
         --set distill_layers=3 --set distill_alpha=0.2 --set distill_temperature=4 --set distill_epochs=4
 """
 
@@ -24,36 +24,17 @@ import torch
 import yaml
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from benchmarks.speed import bundle_dataset
 from training.bundle import write_manifest
 from training.classifier import load_classifier
 from training.config import TrainingConfig
-from training.dataset import DatasetConfig, IssueDataset, build_dataset
+from training.dataset import IssueDataset
 from training.distill import distill
 from training.export import export_onnx, quantize_int8
 from training.finetune import positive_weights, predict_probabilities
 from training.metrics import Thresholds, decide, scores, tune_thresholds
-from training.quickstart import sample_settings
-from training.settings import load_settings
-from training.store import Store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _dataset(folder: Path) -> IssueDataset:
-    manifest = json.loads((folder / "data_manifest.json").read_text())
-    settings = sample_settings(load_settings())
-    store = Store(settings.database_url)
-    try:
-        with store.session() as session:
-            dataset = build_dataset(session, manifest["repos"], DatasetConfig.from_settings(settings))
-    finally:
-        store.close()
-    if dataset.split_hash() != manifest["split_hash"]:
-        raise SystemExit(
-            "the store's split differs from the bundle's: point ISSUE_LABELER_DATABASE_URL (and the "
-            "label settings) at the store the bundle was trained from"
-        )
-    return dataset
 
 
 def _evaluate(
@@ -120,7 +101,7 @@ def main() -> int:
     trained_with = json.loads((folder / "training_config.json").read_text())
     config = TrainingConfig(**(trained_with | {"distill_layers": 3} | overrides))
     torch.set_num_threads(config.torch_threads or 2)
-    dataset = _dataset(folder)
+    dataset = bundle_dataset(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder / "pytorch")
     teacher = load_classifier(str(folder / "pytorch")).eval()
     teacher_row, _ = _evaluate(teacher, tokenizer, dataset, config)

@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 
 from training.bundle import Bundle, write_manifest
 from training.classifier import load_classifier
-from training.dataset import DatasetConfig, build_dataset
+from training.dataset import DatasetConfig, IssueDataset, build_dataset
 from training.export import quantize_int8
 from training.metrics import scores
 from training.quickstart import sample_settings
@@ -87,8 +87,7 @@ def main() -> int:
     if not (folder / "pytorch").is_dir() or not (folder / "model_fp32.onnx").is_file():
         parser.error(f"{folder} has no pytorch/ and model_fp32.onnx: train it with keep_pytorch_model: true")
     served = Bundle(folder, threads=args.threads)
-    manifest = json.loads((folder / "data_manifest.json").read_text())
-    test_texts, test_targets = _test_split(folder, served, manifest)
+    test_texts, test_targets = _test_split(folder, served)
 
     tokenizer = AutoTokenizer.from_pretrained(folder / "pytorch")
     model = load_classifier(str(folder / "pytorch")).eval()
@@ -160,8 +159,9 @@ def main() -> int:
     return 0
 
 
-def _test_split(folder: Path, served: Bundle, manifest: dict) -> tuple[list[str], np.ndarray]:
-    """The bundle's own test issues, rebuilt from the store (splits are recorded there)."""
+def bundle_dataset(folder: Path) -> IssueDataset:
+    """The bundle's own splits, rebuilt from the store it was trained from (splits are recorded)."""
+    manifest = json.loads((folder / "data_manifest.json").read_text())
     settings = sample_settings(load_settings())
     store = Store(settings.database_url)
     try:
@@ -174,6 +174,12 @@ def _test_split(folder: Path, served: Bundle, manifest: dict) -> tuple[list[str]
             "the store's split differs from the bundle's: point ISSUE_LABELER_DATABASE_URL (and the "
             "label settings) at the store the bundle was trained from"
         )
+    return dataset
+
+
+def _test_split(folder: Path, served: Bundle) -> tuple[list[str], np.ndarray]:
+    """The bundle's test issues and their targets over the served labels."""
+    dataset = bundle_dataset(folder)
     texts = dataset.texts("test")
     targets = np.array(
         [[1 if name in e.labels else 0 for name in served.labels] for e in dataset.splits["test"]]

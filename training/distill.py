@@ -24,12 +24,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
-    TrainingArguments,
     set_seed,
 )
 
 from training.config import TrainingConfig
-from training.finetune import predict_logits, validation_metric
+from training.finetune import best_checkpoint_args, predict_logits, validation_metric
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -146,29 +145,15 @@ def distill(
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = config.max_steps or math.ceil(steps_per_epoch * config.distill_epochs)
     eval_every = min(steps_per_epoch, total_steps)
-    args = TrainingArguments(
-        output_dir=str(workdir),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=32,
-        max_steps=total_steps,
+    args = best_checkpoint_args(
+        workdir,
+        config,
+        total_steps,
+        eval_every,
         learning_rate=config.distill_learning_rate,
         weight_decay=config.weight_decay,
         warmup_steps=math.ceil(total_steps * config.warmup_ratio),
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        eval_strategy="steps",
-        eval_steps=eval_every,
-        save_strategy="steps",
-        save_steps=eval_every,
-        save_total_limit=1,
-        save_only_model=True,
-        load_best_model_at_end=True,
-        metric_for_best_model="micro_f1",
-        greater_is_better=True,
-        logging_steps=max(1, eval_every // 2),
-        use_cpu=True,
-        seed=config.seed,
-        report_to=[],
-        remove_unused_columns=False,
+        remove_unused_columns=False,  # the teacher's logits and the labeled mask go to the loss
     )
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:

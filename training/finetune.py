@@ -137,26 +137,7 @@ def finetune(
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         return {"micro_f1": validation_metric(prediction)}
 
-    args = TrainingArguments(
-        output_dir=str(workdir),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=32,
-        max_steps=total_steps,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        eval_strategy="steps",
-        eval_steps=eval_every,
-        save_strategy="steps",
-        save_steps=eval_every,
-        save_total_limit=1,
-        save_only_model=True,
-        load_best_model_at_end=True,
-        metric_for_best_model="micro_f1",
-        greater_is_better=True,
-        logging_steps=max(1, eval_every // 2),
-        use_cpu=True,
-        seed=config.seed,
-        report_to=[],
-    )
+    args = best_checkpoint_args(workdir, config, total_steps, eval_every)
     trainer = WeightedBCETrainer(
         model=model,
         args=args,
@@ -178,6 +159,34 @@ def finetune(
         best_validation_micro_f1=float(best) if best is not None else float("nan"),
         seconds=time.monotonic() - started,
         pos_weight=pos_weight.tolist() if pos_weight is not None else [],
+    )
+
+
+def best_checkpoint_args(
+    workdir: Path, config: TrainingConfig, total_steps: int, eval_every: int, **extra: object
+) -> TrainingArguments:
+    """Trainer arguments that evaluate and checkpoint every ``eval_every`` steps and end on the
+    checkpoint with the best validation micro-F1 (fine-tuning and distillation alike)."""
+    return TrainingArguments(
+        output_dir=str(workdir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=32,
+        max_steps=total_steps,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        eval_strategy="steps",
+        eval_steps=eval_every,
+        save_strategy="steps",
+        save_steps=eval_every,
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="micro_f1",
+        greater_is_better=True,
+        logging_steps=max(1, eval_every // 2),
+        use_cpu=True,
+        seed=config.seed,
+        report_to=[],
+        **extra,  # type: ignore[arg-type]
     )
 
 
