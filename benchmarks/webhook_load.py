@@ -45,6 +45,7 @@ from tests.fakegithub.app_keys import generate_app_keys
 from tests.fakegithub.ports import free_port
 from tests.fakegithub.seed import seed_from_jsonl
 from training.registry import Registry
+from training.store.db import SQLITE_SYNCHRONOUS
 from training.store.models import Prediction, WebhookJob
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +124,15 @@ def main() -> int:
         "lost and doubled labels like the rest): the load generator's and the bot's first-use costs",
     )
     parser.add_argument("--workers", type=int, default=2, help="the bot's worker threads")
-    parser.add_argument("--onnx-threads", type=int, default=1, help="onnxruntime threads per prediction")
+    parser.add_argument(
+        "--onnx-threads", type=int, default=2, help="onnxruntime threads per prediction (one at a time)"
+    )
+    parser.add_argument(
+        "--sqlite-synchronous",
+        choices=SQLITE_SYNCHRONOUS,
+        default="full",
+        help="the bot's SQLite store: flush every commit to disk (full) or only at checkpoints (normal)",
+    )
     parser.add_argument(
         "--data", type=Path, default=ROOT.parent / "shared" / "data" / "sklearn_surya" / "issues.jsonl"
     )
@@ -161,7 +170,7 @@ def main() -> int:
         port = free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ISSUE_LABELER_")},
-            "ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp}/bot.db",
+            "ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp}/bot.db?synchronous={args.sqlite_synchronous}",
             "ISSUE_LABELER_GITHUB_API_URL": fake.base_url,
             "ISSUE_LABELER_GITHUB_APP_ID": str(APP_ID),
             "ISSUE_LABELER_GITHUB_PRIVATE_KEY": private,
@@ -269,6 +278,7 @@ def main() -> int:
             "concurrency": args.concurrency,
             "bot_workers": args.workers,
             "onnx_threads": args.onnx_threads,
+            "sqlite_synchronous": args.sqlite_synchronous,
             "accepted_per_s": round(sum(1 for _, s, _ in answers if s == 202) / send_seconds, 1),
             "answer_p50_ms": _percentile(answer_ms, 50),
             "answer_p99_ms": _percentile(answer_ms, 99),

@@ -170,6 +170,11 @@ class EventHandlers:
     def _on_issues(self, delivery: Delivery) -> Outcome:
         payload, action = delivery.payload, delivery.action
         issue = payload["issue"]
+        labeling = not issue.get("pull_request") and (
+            action in {"opened", "reopened"} or (action == "edited" and not issue.get("labels"))
+        )
+        if labeling:
+            return self.labeler.label(delivery, lambda session: self._store_issue(delivery, session))
         with self.store.session() as session:
             repository = self._store_issue(delivery, session)
             if action in {"labeled", "unlabeled"} and isinstance(payload.get("label"), dict):
@@ -182,8 +187,6 @@ class EventHandlers:
             return Outcome(f"{action}: stored")
         if issue.get("pull_request"):
             return Outcome("pull request: stored, not labeled")
-        if action in {"opened", "reopened"} or (action == "edited" and not issue.get("labels")):
-            return self.labeler.label(delivery)
         return Outcome(f"{action}: stored")
 
     def _feedback(self, delivery: Delivery, session: Session, repository: Repository) -> str | None:

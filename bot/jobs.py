@@ -12,9 +12,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import Select, bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from training.store import Store
 from training.store.models import WebhookJob
@@ -106,54 +107,21 @@ class JobQueue:
     def claim(self) -> ClaimedJob | None:
         """The oldest due job, now leased to the caller; None when there is none."""
         stamp = now()
-        due = or_(
-            (WebhookJob.status == PENDING) & (WebhookJob.next_attempt_at <= stamp),
-            (WebhookJob.status == RUNNING) & (WebhookJob.lease_until < stamp),
-        )
-        # Per issue, after repository-wide and installation events, jobs run in arrival order:
-        # "labeled" never overtakes "opened", nor an issue event the installation it needs.
-        earlier = aliased(WebhookJob)
-        same_scope = (
-            earlier.issue_number.is_(None)
-            | WebhookJob.issue_number.is_(None)
-            | (earlier.issue_number == WebhookJob.issue_number)
-        )
-        blocked = exists().where(
-            earlier.id < WebhookJob.id,
-            earlier.status.in_([PENDING, RUNNING]),
-            or_(
-                (earlier.repository == WebhookJob.repository) & same_scope,
-                earlier.repository.is_(None) & (earlier.installation_id == WebhookJob.installation_id),
-            ),
-        )
-        # Only the oldest due jobs are checked for being blocked: with a backlog of thousands
-        # (after an outage) checking every one would cost each claim time quadratic in it.
-        oldest_due = select(WebhookJob.id).where(due).order_by(WebhookJob.id).limit(CLAIM_WINDOW)
         with self.store.session() as session:
-            candidates = session.execute(
-                select(WebhookJob.id, WebhookJob.status, WebhookJob.lease_until)
-                .where(WebhookJob.id.in_(oldest_due.scalar_subquery()), ~blocked)
-                .order_by(WebhookJob.id)
-                .limit(5)
-            ).all()
+            candidates = session.execute(_DUE_UNBLOCKED, {"now": stamp}).all()
             for job_id, status, lease_until in candidates:
                 # Only the worker whose UPDATE still sees the row as it read it gets the job.
-                claimed = session.execute(
-                    update(WebhookJob)
-                    .where(
-                        WebhookJob.id == job_id,
-                        WebhookJob.status == status,
-                        (
-                            WebhookJob.lease_until.is_(None)
-                            if lease_until is None
-                            else WebhookJob.lease_until == lease_until
-                        ),
-                    )
-                    .values(status=RUNNING, lease_until=stamp + self.lease, attempts=WebhookJob.attempts + 1)
-                )
-                if claimed.rowcount == 1:
-                    row = session.get(WebhookJob, job_id)  # not loaded before: read as updated
-                    assert row is not None
+                statement = _TAKE_NEW if lease_until is None else _TAKE_EXPIRED
+                row = session.execute(
+                    statement,
+                    {
+                        "job_id": job_id,
+                        "seen_status": status,
+                        "seen_lease": lease_until,
+                        "new_lease": stamp + self.lease,
+                    },
+                ).first()
+                if row is not None:
                     delivery = Delivery(row.delivery_id, row.event, json.loads(row.payload))
                     return ClaimedJob(row.id, row.attempts, delivery, row.received_at)
         return None
@@ -235,3 +203,72 @@ class JobQueue:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def _due_unblocked_statement() -> Select:
+    """Up to 5 due jobs that no earlier unfinished job holds back, oldest first; ``:now`` bound.
+
+    Built once: building this statement costs more than running it.
+    """
+    stamp = bindparam("now")
+    due = or_(
+        (WebhookJob.status == PENDING) & (WebhookJob.next_attempt_at <= stamp),
+        (WebhookJob.status == RUNNING) & (WebhookJob.lease_until < stamp),
+    )
+    # Per issue, after repository-wide and installation events, jobs run in arrival order:
+    # "labeled" never overtakes "opened", nor an issue event the installation it needs.
+    earlier = aliased(WebhookJob)
+    same_scope = (
+        earlier.issue_number.is_(None)
+        | WebhookJob.issue_number.is_(None)
+        | (earlier.issue_number == WebhookJob.issue_number)
+    )
+    blocked = exists().where(
+        earlier.id < WebhookJob.id,
+        earlier.status.in_([PENDING, RUNNING]),
+        or_(
+            (earlier.repository == WebhookJob.repository) & same_scope,
+            earlier.repository.is_(None) & (earlier.installation_id == WebhookJob.installation_id),
+        ),
+    )
+    # Only the oldest due jobs are checked for being blocked: with a backlog of thousands
+    # (after an outage) checking every one would cost each claim time quadratic in it.
+    oldest_due = select(WebhookJob.id).where(due).order_by(WebhookJob.id).limit(CLAIM_WINDOW)
+    return (
+        select(WebhookJob.id, WebhookJob.status, WebhookJob.lease_until)
+        .where(WebhookJob.id.in_(oldest_due.scalar_subquery()), ~blocked)
+        .order_by(WebhookJob.id)
+        .limit(5)
+    )
+
+
+def _take_statement(*, expired_lease: bool) -> ReturningUpdate:
+    """Lease a job if it is still as it was read (``:seen_status``, ``:seen_lease``), returning
+    what the worker needs in the same round trip."""
+    seen_lease = (
+        WebhookJob.lease_until == bindparam("seen_lease")
+        if expired_lease
+        else WebhookJob.lease_until.is_(None)
+    )
+    return (
+        update(WebhookJob)
+        .where(
+            WebhookJob.id == bindparam("job_id"),
+            WebhookJob.status == bindparam("seen_status"),
+            seen_lease,
+        )
+        .values(status=RUNNING, lease_until=bindparam("new_lease"), attempts=WebhookJob.attempts + 1)
+        .returning(
+            WebhookJob.id,
+            WebhookJob.attempts,
+            WebhookJob.delivery_id,
+            WebhookJob.event,
+            WebhookJob.payload,
+            WebhookJob.received_at,
+        )
+    )
+
+
+_DUE_UNBLOCKED = _due_unblocked_statement()
+_TAKE_NEW = _take_statement(expired_lease=False)
+_TAKE_EXPIRED = _take_statement(expired_lease=True)

@@ -7,6 +7,7 @@ GitHub failure continues where it stopped and never labels or comments twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,9 @@ class Labeler:
         self.configs = configs
         self.metrics = metrics
 
-    def label(self, delivery: Delivery) -> Outcome:
+    def label(self, delivery: Delivery, record_issue: Callable[[Session], Repository]) -> Outcome:
+        """Label the delivery's issue; ``record_issue`` stores the issue itself (for training) and
+        runs in the transaction that records the prediction: one commit fewer before the labels."""
         repo = str(delivery.repository)
         issue = delivery.payload["issue"]
         number = int(issue["number"])
@@ -63,14 +66,18 @@ class Labeler:
         if plan is None:
             bundle = self.models.get(repo)
             if bundle is None:
+                self._record_only(record_issue)
                 return Outcome(f"{repo} has no model bundle in service: not labeled")
-            if not catalogue_known:
-                self.gateway.sync_labels(self.store, repo, installation_id)
-            text = issue_text(issue.get("title") or "", issue.get("body"))
-            probabilities = bundle.probabilities([text])[0]
+            try:
+                if not catalogue_known:
+                    self.gateway.sync_labels(self.store, repo, installation_id)
+                text = issue_text(issue.get("title") or "", issue.get("body"))
+                probabilities = bundle.probabilities([text])[0]
+            except Exception:
+                self._record_only(record_issue)  # the issue is kept even if labeling never succeeds
+                raise
             with self.store.session() as session:
-                repository = get_repository(session, repo)
-                assert repository is not None
+                repository = record_issue(session)
                 decision, scores = self._decide(session, repository, bundle, probabilities, issue, config)
                 prediction = Prediction(
                     repository_id=repository.id,
@@ -87,6 +94,10 @@ class Labeler:
                 session.flush()
                 plan = _Plan.of(prediction)
         return self._write(repo, installation_id, number, plan, comment=config.comment)
+
+    def _record_only(self, record_issue: Callable[[Session], Repository]) -> None:
+        with self.store.session() as session:
+            record_issue(session)
 
     def _decide(
         self,

@@ -26,6 +26,7 @@ class ServedModels:
         self._checked: dict[str, float] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._run_lock = threading.Lock()  # one prediction at a time, over every repository
 
     def load(self, repos: list[str]) -> None:
         for repo in repos:
@@ -47,7 +48,7 @@ class ServedModels:
                     bundle = None
                 return bundle
             try:
-                loaded = self.registry.load(repo, version, threads=self.threads)
+                loaded = self.registry.load(repo, version, threads=self.threads, run_lock=self._run_lock)
                 loaded.warm_up()  # before it serves: no issue waits for a cold session
             except BundleError as exc:
                 # Keep serving what was loaded before; the status endpoint shows why.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +58,10 @@ class Registry:
         link = self.repo_dir(repo) / CURRENT
         return os.readlink(link) if link.is_symlink() else None
 
-    def load(self, repo: str, version: str, *, threads: int = 1) -> Bundle:
-        return Bundle(self.repo_dir(repo) / version, threads=threads)
+    def load(
+        self, repo: str, version: str, *, threads: int = 1, run_lock: threading.Lock | None = None
+    ) -> Bundle:
+        return Bundle(self.repo_dir(repo) / version, threads=threads, run_lock=run_lock)
 
     def load_current(self, repo: str, *, threads: int = 1) -> Bundle | None:
         version = self.current_version(repo)

@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from training.store.db import sqlite_synchronous
+
 DEFAULT_EXCLUDED_LABELS: tuple[str, ...] = (
     # Workflow labels say where an issue is in triage, not what it is about.
     "needs *",
@@ -67,7 +69,11 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite:///var/issue-labeler.db",
-        description="SQLAlchemy URL of the store (SQLite file or postgresql+psycopg://...).",
+        description=(
+            "SQLAlchemy URL of the store (SQLite file or postgresql+psycopg://...). A SQLite URL may "
+            "end in ?synchronous=normal: faster commits that survive a crash of the bot but not a "
+            "power loss (default full)."
+        ),
     )
     github_api_url: str = Field(
         default="https://api.github.com",
@@ -135,7 +141,11 @@ class Settings(BaseSettings):
         default=25 * 1024 * 1024, ge=1024, description="Largest delivery accepted (GitHub caps at 25 MB)."
     )
     worker_threads: int = Field(default=2, ge=0, description="In-process job workers (0: accept only).")
-    onnx_threads: int = Field(default=1, ge=1, description="onnxruntime threads per prediction.")
+    onnx_threads: int = Field(
+        default=2,
+        ge=1,
+        description="onnxruntime threads per prediction; predictions run one at a time, so use the cores.",
+    )
     job_max_attempts: int = Field(
         default=6, ge=1, description="Tries of a webhook job before it is kept as failed."
     )
@@ -215,6 +225,8 @@ class Settings(BaseSettings):
             ) from None
         if url.get_backend_name() not in {"sqlite", "postgresql"}:
             raise ValueError("only sqlite:// and postgresql+psycopg:// URLs are supported")
+        if url.get_backend_name() == "sqlite":
+            sqlite_synchronous(value)
         return value
 
     @field_validator("github_api_url")

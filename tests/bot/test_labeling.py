@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
 from tests.bot.helpers import API_TOKEN, example, issue_delivery, repository_json, wait_for
-from training.store.models import WebhookJob
+from training.store.models import Issue, Repository, WebhookJob
 
 
 def _now() -> datetime:
@@ -148,6 +148,13 @@ def test_repository_without_bundle_is_not_labeled(bot: BotUnderTest) -> None:
     with bot.services.store.session() as session:
         outcome = session.scalar(select(WebhookJob.outcome).where(WebhookJob.delivery_id == "nm-1"))
     assert "no model bundle" in str(outcome)
+    with bot.services.store.session() as session:  # still kept for training
+        stored = session.scalar(
+            select(Issue.title)
+            .join(Repository)
+            .where(Repository.full_name == other.full_name, Issue.number == 1)
+        )
+    assert stored == "Crash"
 
 
 def test_edited_issue_is_labeled_only_while_unlabeled(bot: BotUnderTest) -> None:

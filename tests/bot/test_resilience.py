@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
+
+import numpy as np
 
 from tests.bot.conftest import REPO, BotUnderTest, start_bot
 from tests.bot.helpers import API_TOKEN, build_bundle, wait_for
 from tests.fakegithub.server import Fault
+from training.registry import Registry
 
 
 def test_github_502_then_201_is_retried_and_labels_once(bot: BotUnderTest) -> None:
@@ -65,3 +69,21 @@ def test_promoted_bundle_is_hot_swapped(
     finally:
         running.deliver.close()
         running.server.stop()
+
+
+def test_predictions_wait_for_the_shared_run_lock(bundle_registry: Path) -> None:
+    """The bot's bundles share one lock, so one prediction at a time has every onnxruntime
+    thread; a prediction started while another holds it waits, then completes."""
+    registry = Registry(bundle_registry)
+    version = registry.current_version(REPO)
+    assert version is not None
+    lock = threading.Lock()
+    bundle = registry.load(REPO, version, threads=2, run_lock=lock)
+    scores: list[np.ndarray] = []
+    with lock:
+        worker = threading.Thread(target=lambda: scores.append(bundle.probabilities(["Crash in fit"])))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not scores  # held back while another prediction runs
+    worker.join(30)
+    assert len(scores) == 1 and scores[0].shape == (1, len(bundle.labels))

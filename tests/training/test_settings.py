@@ -68,6 +68,7 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"github_app_id": 7, "github_private_key_path": "/nonexistent/key.pem"}, "is not a readable file"),
         ({"database_url": "mysql://x/y"}, "ISSUE_LABELER_DATABASE_URL"),
         ({"database_url": "not a url"}, "sqlite:///var/issue-labeler.db"),
+        ({"database_url": "sqlite:///x.db?synchronous=off"}, "use full or normal"),
         ({"github_api_url": "api.github.com"}, "must start with http"),
         ({"split_fractions": (0.5, 0.5, 0.5)}, "summing to 1"),
         ({"min_label_examples": 0}, "ISSUE_LABELER_MIN_LABEL_EXAMPLES"),

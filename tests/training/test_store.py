@@ -99,3 +99,16 @@ def test_issues_without_numbers_are_keyed_by_their_text(store: Store) -> None:
     assert _store_one(store, a) is Outcome.UNCHANGED
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(Issue)) == 2
+
+
+def test_sqlite_commits_flush_to_disk_unless_the_url_asks_for_normal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    levels = {}
+    for url in (f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db?synchronous=normal"):
+        store = Store(url)
+        try:
+            with store.engine.connect() as connection:
+                levels[url.rsplit("/", 1)[1]] = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+        finally:
+            store.close()
+    assert levels == {"a.db": 2, "b.db?synchronous=normal": 1}  # FULL, NORMAL
+    assert (tmp_path / "b.db").is_file()  # the query is ours, not part of the file name

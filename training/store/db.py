@@ -25,10 +25,26 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or opened; the message says which and how to fix it."""
 
 
+SQLITE_SYNCHRONOUS = ("full", "normal")
+
+
+def sqlite_synchronous(database_url: str) -> str:
+    """The ``?synchronous=`` of a SQLite URL: ``full`` (the default: a commit survives a power
+    loss) or ``normal`` (survives a crash of the process, not of the machine; commits skip the
+    disk flush, which on a slow or shared disk is most of a commit's time)."""
+    value = make_url(database_url).query.get("synchronous", "full")
+    value = value if isinstance(value, str) else value[-1]
+    if value.lower() not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"synchronous={value!r} in the database URL: use full or normal")
+    return value.lower()
+
+
 def create_store_engine(database_url: str) -> Engine:
-    """An engine for the URL; SQLite files get their folder, foreign keys and a busy timeout."""
+    """An engine for the URL; SQLite files get their folder, foreign keys, WAL and a busy timeout."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
+        synchronous = sqlite_synchronous(database_url)
+        url = url.difference_update_query(["synchronous"])
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
@@ -38,6 +54,7 @@ def create_store_engine(database_url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
             cursor.close()
 
         return engine
