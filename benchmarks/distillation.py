@@ -29,7 +29,7 @@ from training.bundle import write_manifest
 from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.dataset import IssueDataset
-from training.distill import distill
+from training.distill import distill_dataset
 from training.export import export_onnx, quantize_int8
 from training.finetune import positive_weights, predict_probabilities
 from training.metrics import Thresholds, decide, scores, tune_thresholds
@@ -105,20 +105,14 @@ def main() -> int:
     tokenizer = AutoTokenizer.from_pretrained(folder / "pytorch")
     teacher = load_classifier(str(folder / "pytorch")).eval()
     teacher_row, _ = _evaluate(teacher, tokenizer, dataset, config)
-    train = (dataset.texts("train"), dataset.targets("train"))
-    validation = (dataset.texts("validation"), dataset.targets("validation"))
+    pos_weight = (
+        positive_weights(dataset.targets("train"), config.pos_weight_cap)
+        if config.pos_weight == "auto"
+        else None
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        student = distill(
-            teacher,
-            tokenizer,
-            train,
-            [e.text for e in dataset.unlabeled],
-            validation,
-            Path(tmp),
-            config,
-            positive_weights(train[1], config.pos_weight_cap) if config.pos_weight == "auto" else None,
-        )
+        student = distill_dataset(teacher, tokenizer, dataset, Path(tmp), config, pos_weight)
     seconds = round(time.monotonic() - started, 1)
     student_row, thresholds = _evaluate(student.model, tokenizer, dataset, config)
     rows = [

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from training.config import TrainingConfig
+from training.dataset import IssueDataset
 from training.finetune import best_checkpoint_args, predict_logits, validation_metric
 from training.tokens import tokenized_dataset
 
@@ -181,4 +182,26 @@ def distill(
         texts=len(texts),
         best_validation_micro_f1=float(best) if best is not None else float("nan"),
         seconds=time.monotonic() - started,
+    )
+
+
+def distill_dataset(
+    teacher: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: IssueDataset,
+    workdir: Path,
+    config: TrainingConfig,
+    pos_weight: torch.Tensor | None,
+) -> DistillResult:
+    """``distill`` on a dataset's recorded splits: its training and unlabeled issues to learn
+    from, its validation split to pick the best checkpoint."""
+    return distill(
+        teacher,
+        tokenizer,
+        (dataset.texts("train"), dataset.targets("train")),
+        [example.text for example in dataset.unlabeled],
+        (dataset.texts("validation"), dataset.targets("validation")),
+        workdir,
+        config,
+        pos_weight,
     )

@@ -30,7 +30,7 @@ from training.adapt import adapt_encoder
 from training.bundle import Bundle, BundleError, write_manifest
 from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
-from training.distill import distill
+from training.distill import distill_dataset
 from training.export import export_onnx, quantize_int8
 from training.fetch import FetchError, fetch_repository
 from training.finetune import finetune, predict_probabilities
@@ -139,12 +139,10 @@ def _distil(
     the teacher; both scores recorded, so the choice can be checked."""
     labels = dataset.label_names
     train, validation = _split(dataset, "train"), _split(dataset, "validation")
-    student = distill(
+    student = distill_dataset(
         teacher,
         tokenizer,
-        train,
-        [e.text for e in dataset.unlabeled],
-        validation,
+        dataset,
         workdir / "student",
         config,
         torch.tensor(pos_weight) if pos_weight else None,
