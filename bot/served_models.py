@@ -25,6 +25,7 @@ class ServedModels:
         self._bundles: dict[str, Bundle] = {}
         self._checked: dict[str, float] = {}
         self._errors: dict[str, str] = {}
+        self._loading: dict[str, threading.Event] = {}  # set when a repository's load ends
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()  # one prediction at a time, over every repository
 
@@ -33,37 +34,65 @@ class ServedModels:
             self.get(repo, force_check=True)
 
     def get(self, repo: str, *, force_check: bool = False) -> Bundle | None:
-        """The repository's bundle in service, reloaded when ``current`` points elsewhere."""
+        """The repository's bundle in service, reloaded when ``current`` points elsewhere.
+
+        A new bundle is loaded and warmed outside the lock, so a promotion never holds up the
+        lookups of other repositories; while it loads, the old bundle keeps serving, and a
+        repository with none yet waits for it rather than going unlabeled.
+        """
         with self._lock:
             bundle = self._bundles.get(repo)
-            due = force_check or time.monotonic() - self._checked.get(repo, -1e9) >= self.check_seconds
-            if not due:
-                return bundle
-            self._checked[repo] = time.monotonic()
-            version = self.registry.current_version(repo)
-            if version is None or (bundle is not None and bundle.version == version):
-                if version is None and bundle is not None:
-                    log.warning("%s: no bundle in service any more; labeling stops", repo)
-                    self._bundles.pop(repo, None)
-                    bundle = None
-                return bundle
-            try:
-                loaded = self.registry.load(repo, version, threads=self.threads, run_lock=self._run_lock)
-                loaded.warm_up()  # before it serves: no issue waits for a cold session
-            except BundleError as exc:
-                # Keep serving what was loaded before; the status endpoint shows why.
-                self._errors[repo] = str(exc)
-                log.error("%s: bundle %s refused: %s", repo, version, exc)
-                return bundle
-            self._errors.pop(repo, None)
-            self._bundles[repo] = loaded
-            log.info(
-                "%s: serving bundle %s%s",
-                repo,
-                loaded.version,
-                f" (was {bundle.version})" if bundle is not None else "",
-            )
-            return loaded
+            loading = self._loading.get(repo)
+            if loading is not None:
+                if bundle is not None:
+                    return bundle
+            else:
+                due = force_check or time.monotonic() - self._checked.get(repo, -1e9) >= self.check_seconds
+                if not due:
+                    return bundle
+                self._checked[repo] = time.monotonic()
+                version = self.registry.current_version(repo)
+                if version is None or (bundle is not None and bundle.version == version):
+                    if version is None and bundle is not None:
+                        log.warning("%s: no bundle in service any more; labeling stops", repo)
+                        self._bundles.pop(repo, None)
+                        bundle = None
+                    return bundle
+                self._loading[repo] = threading.Event()
+        if loading is not None:
+            loading.wait()
+            with self._lock:
+                return self._bundles.get(repo)
+        return self._load(repo, version, bundle)
+
+    def _load(self, repo: str, version: str, serving: Bundle | None) -> Bundle | None:
+        loaded: Bundle | None = None
+        error: str | None = None
+        try:
+            candidate = self.registry.load(repo, version, threads=self.threads, run_lock=self._run_lock)
+            candidate.warm_up()  # before it serves: no issue waits for a cold session
+            loaded = candidate
+        except BundleError as exc:
+            error = str(exc)
+        finally:
+            with self._lock:
+                if loaded is not None:
+                    self._bundles[repo] = loaded
+                    self._errors.pop(repo, None)
+                elif error is not None:
+                    self._errors[repo] = error
+                self._loading.pop(repo).set()
+        if loaded is None:
+            # Keep serving what was loaded before; the status endpoint shows why.
+            log.error("%s: bundle %s refused: %s", repo, version, error)
+            return serving
+        log.info(
+            "%s: serving bundle %s%s",
+            repo,
+            loaded.version,
+            f" (was {serving.version})" if serving is not None else "",
+        )
+        return loaded
 
     def versions(self) -> dict[str, str]:
         with self._lock:

@@ -1,0 +1,96 @@
+"""Loading a promoted bundle holds up no other repository, and no issue goes unlabeled meanwhile."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+from bot.served_models import ServedModels
+from tests.bot.conftest import REPO
+from training.bundle import MANIFEST, Bundle, write_manifest
+from training.registry import PROMOTED, Registry
+
+OTHER = "octo-org/other-repo"
+
+
+class HeldRegistry(Registry):
+    """The real registry, whose loads of ``held`` repositories wait until the test releases them."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.held: set[str] = set()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def load(self, repo: str, version: str, **kw) -> Bundle:  # type: ignore[no-untyped-def]
+        if repo in self.held:
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the load"
+        return super().load(repo, version, **kw)
+
+
+def _in_thread(target) -> tuple[threading.Thread, list]:  # type: ignore[no-untyped-def]
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(target()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_a_load_in_progress_blocks_no_other_repository(bundle_registry: Path, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    shutil.copytree(bundle_registry, root, symlinks=True)
+    shutil.copytree(root / REPO.replace("/", "__"), root / OTHER.replace("/", "__"), symlinks=True)
+    registry = HeldRegistry(root)
+    models = ServedModels(registry, threads=1, check_seconds=0)
+    models.load([REPO])
+    serving = models.get(REPO)
+    assert serving is not None
+
+    registry.held.add(OTHER)
+    first, first_result = _in_thread(lambda: models.get(OTHER))
+    assert registry.entered.wait(30)
+    # another repository is looked up (and its current version checked) while OTHER loads
+    lookup, lookup_result = _in_thread(lambda: models.get(REPO))
+    lookup.join(10)
+    assert not lookup.is_alive() and lookup_result == [serving]
+    # a second job for OTHER, which has no bundle yet, waits for the load instead of skipping
+    second, second_result = _in_thread(lambda: models.get(OTHER))
+    second.join(0.3)
+    assert second.is_alive() and not second_result
+
+    registry.release.set()
+    first.join(30)
+    second.join(30)
+    assert first_result and first_result[0] is not None
+    assert second_result == first_result
+    assert models.versions() == {REPO: serving.version, OTHER: first_result[0].version}
+
+
+def test_the_old_bundle_serves_while_the_promoted_one_loads(bundle_registry: Path, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    shutil.copytree(bundle_registry, root, symlinks=True)
+    registry = HeldRegistry(root)
+    models = ServedModels(registry, threads=1, check_seconds=0)
+    models.load([REPO])
+    old = models.get(REPO)
+    assert old is not None
+    repo_dir = registry.repo_dir(REPO)
+    new_version = old.version + "-next"
+    shutil.copytree(repo_dir / old.version, repo_dir / new_version)
+    for marker in (PROMOTED, MANIFEST):
+        (repo_dir / new_version / marker).unlink(missing_ok=True)
+    write_manifest(repo_dir / new_version, {**old.info, "version": new_version})
+    registry.promote(REPO, new_version)
+
+    registry.held.add(REPO)
+    swap, swap_result = _in_thread(lambda: models.get(REPO))
+    assert registry.entered.wait(30)
+    during, during_result = _in_thread(lambda: models.get(REPO))
+    during.join(10)
+    assert not during.is_alive() and during_result == [old]
+
+    registry.release.set()
+    swap.join(30)
+    assert swap_result and swap_result[0] is not None and swap_result[0].version == new_version
+    assert models.get(REPO) is swap_result[0]
