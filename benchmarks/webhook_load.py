@@ -13,7 +13,7 @@ writes JSON.
 
 With ``--during-refresh CONFIG`` the fake GitHub also serves the repository's real issues and the
 load starts once a refresh (``POST /admin/refresh``, training with CONFIG, on a copy of the
-registry) is running: webhook latency while the bot retrains.
+registry) has fetched the issues and goes on to train: webhook latency while the bot retrains.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from tests.fakegithub.ports import free_port
 from tests.fakegithub.seed import seed_from_jsonl
 from training.registry import Registry
 from training.store.db import SQLITE_SYNCHRONOUS
-from training.store.models import Prediction, WebhookJob
+from training.store.models import FetchCursor, Prediction, Repository, WebhookJob
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -231,14 +231,17 @@ def main() -> int:
                 bodies.append((f"load-{number}-{uuid.uuid4().hex[:8]}", json.dumps(payload).encode()))
             number_of = {delivery_id: n for n, (delivery_id, _) in enumerate(bodies, start=first_number)}
             warmup, bodies = bodies[: args.warmup], bodies[args.warmup :]
-            refresh_state = None
+            refresh_state, refresh_fetch_seconds = None, None
             if args.during_refresh:
                 auth = {"Authorization": f"Bearer {TOKEN}"}
                 httpx.post(
                     url + "/admin/refresh", json={"repository": args.repo}, headers=auth
                 ).raise_for_status()
                 _wait(lambda: _refresh_status(url, args.repo) == "running", bot, log_path, timeout=120)
-                time.sleep(20)  # past the fetch, into training
+                # the load meets the refresh's training, not its fetch
+                fetch_started = time.time()
+                _wait(lambda: _fetch_completed(Path(tmp) / "bot.db", args.repo), bot, log_path, timeout=300)
+                refresh_fetch_seconds = round(time.time() - fetch_started, 1)
             if warmup:
                 asyncio.run(_send_all(url, warmup, args.rate, args.concurrency))
                 _wait(lambda: _finished(url) >= len(warmup), bot, log_path, timeout=120)
@@ -293,6 +296,7 @@ def main() -> int:
             "jobs_not_finished": unfinished,
             "mean_answer_ms": round(statistics.fmean(answer_ms), 1) if answer_ms else None,
             "during_refresh": str(args.during_refresh) if args.during_refresh else None,
+            "refresh_fetch_seconds": refresh_fetch_seconds,
             "refresh_still_running_after_load": refresh_state == "running" if args.during_refresh else None,
         }
     print(
@@ -321,6 +325,21 @@ def _in_bot_ms(database: Path) -> dict[str, float]:
     finally:
         engine.dispose()
     return {delivery: (applied - received).total_seconds() * 1000 for delivery, received, applied in rows}
+
+
+def _fetch_completed(database: Path, repo: str) -> bool:
+    """Whether the refresh has stored the repository's issues (its next stages train)."""
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        with Session(engine) as session:
+            completed = session.scalar(
+                select(FetchCursor.last_completed_at)
+                .join(Repository, Repository.id == FetchCursor.repository_id)
+                .where(Repository.full_name == repo)
+            )
+    finally:
+        engine.dispose()
+    return completed is not None
 
 
 def _refresh_status(url: str, repo: str) -> str | None:
