@@ -6,6 +6,10 @@ chapter 9's learning curve (training slices of growing size; validation and test
 Prints a table and writes JSON. Slow: each transformer fine-tune takes minutes on 2 cores.
 
     python benchmarks/quality.py --datasets sklearn --slices 64,128,all
+    python benchmarks/quality.py --datasets sklearn --seeds 42,43,44   # the spread between runs
+
+For the transformer, micro / macro F1 are as served (labels it may not apply count as misses);
+``every_label_*`` scores it on every label, as the baselines are scored.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +74,10 @@ def _transformer(
     val_probs = predict_probabilities(tuned.model, tuned.tokenizer, validation[0], config.max_length)
     thresholds = tune_thresholds(labels, validation[1], val_probs, **config.threshold_args())
     test_probs = predict_probabilities(tuned.model, tuned.tokenizer, data.texts("test"), config.max_length)
-    return scores(labels, data.targets("test"), decide(test_probs, labels, thresholds))
+    served = scores(labels, data.targets("test"), decide(test_probs, labels, thresholds))
+    every_label = replace(thresholds, reliable=dict.fromkeys(labels, True))
+    every = scores(labels, data.targets("test"), decide(test_probs, labels, every_label))
+    return served | {"every_label_micro_f1": every["micro_f1"], "every_label_macro_f1": every["macro_f1"]}
 
 
 def main() -> int:
@@ -79,6 +87,7 @@ def main() -> int:
     parser.add_argument("--datasets", default="sklearn", help=f"comma-separated, of {', '.join(DATASETS)}")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--slices", default="all", help="training-set sizes, e.g. 32,64,128,all")
+    parser.add_argument("--seeds", help="comma-separated training seeds (default: the config's)")
     parser.add_argument("--config", type=Path, help="training config (YAML/JSON) for the transformer runs")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
@@ -87,6 +96,7 @@ def main() -> int:
     config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
     torch.set_num_threads(config.torch_threads or 2)
     methods = args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [config.seed]
     base = resolve_base_model(config.base_model)
     results: list[dict[str, object]] = []
     for name in args.datasets.split(","):
@@ -97,50 +107,57 @@ def main() -> int:
             train_full = (data.texts("train"), data.targets("train"))
             validation = (data.texts("validation"), data.targets("validation"))
             test = (data.texts("test"), data.targets("test"))
-            encoder = None
-            if "finetune_adapted" in methods:
-                started = time.monotonic()
-                texts = [e.text for e in data.unlabeled] + train_full[0]
-                adapted = adapt_encoder(texts, base, workdir / "encoder", config)
-                encoder = str(adapted.encoder_dir)
-                print(
-                    f"{name}: adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, "
-                    f"held-out MLM "
-                    f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
-                )
-            order = np.random.default_rng(config.seed).permutation(len(train_full[0]))
-            sizes = [len(order) if t == "all" else min(int(t), len(order)) for t in args.slices.split(",")]
-            for size in dict.fromkeys(sizes):  # a slice larger than the training set is all of it
-                pick = order[:size]
-                train = ([train_full[0][i] for i in pick], train_full[1][pick])
-                for method in methods:
+            n = len(train_full[0])
+            sizes = [n if t == "all" else min(int(t), n) for t in args.slices.split(",")]
+            for seed in seeds:
+                seed_config = config.model_copy(update={"seed": seed})
+                encoder = None
+                if "finetune_adapted" in methods:
                     started = time.monotonic()
-                    if method == "naive_bayes":
-                        result = baselines.naive_bayes(labels, train, test)
-                    elif method == "tfidf_logreg":
-                        result = baselines.tfidf_logreg(labels, train, validation, test)
-                    elif method == "finetune":
-                        result = _transformer(base, base, data, train, config, workdir / "ft")
-                    else:
-                        assert encoder is not None
-                        result = _transformer(encoder, base, data, train, config, workdir / "fta")
-                    row = {
-                        "dataset": name,
-                        "method": method,
-                        "train_size": size,
-                        "labels": len(labels),
-                        "test_size": len(test[0]),
-                        "micro_f1": round(float(result["micro_f1"]), 4),
-                        "macro_f1": round(float(result["macro_f1"]), 4),
-                        "seconds": round(time.monotonic() - started, 1),
-                    }
-                    results.append(row)
-                    _write(args.out, config, results)  # a long run keeps what it measured
+                    texts = [e.text for e in data.unlabeled] + train_full[0]
+                    adapted = adapt_encoder(texts, base, workdir / f"encoder-{seed}", seed_config)
+                    encoder = str(adapted.encoder_dir)
                     print(
-                        f"{name:<10} {method:<17} train {size:>5}  micro F1 {row['micro_f1']:.3f}  "
-                        f"macro F1 {row['macro_f1']:.3f}  ({row['seconds']:.0f}s)",
-                        flush=True,
+                        f"{name}: adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, "
+                        f"held-out MLM "
+                        f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
                     )
+                order = np.random.default_rng(seed).permutation(len(train_full[0]))
+                for size in dict.fromkeys(sizes):  # a slice larger than the training set is all of it
+                    pick = order[:size]
+                    train = ([train_full[0][i] for i in pick], train_full[1][pick])
+                    for method in methods:
+                        started = time.monotonic()
+                        if method == "naive_bayes":
+                            result = baselines.naive_bayes(labels, train, test)
+                        elif method == "tfidf_logreg":
+                            result = baselines.tfidf_logreg(labels, train, validation, test)
+                        elif method == "finetune":
+                            result = _transformer(base, base, data, train, seed_config, workdir / "ft")
+                        else:
+                            assert encoder is not None
+                            result = _transformer(encoder, base, data, train, seed_config, workdir / "fta")
+                        row = {
+                            "dataset": name,
+                            "method": method,
+                            "train_size": size,
+                            "seed": seed,
+                            "labels": len(labels),
+                            "test_size": len(test[0]),
+                            "micro_f1": round(float(result["micro_f1"]), 4),
+                            "macro_f1": round(float(result["macro_f1"]), 4),
+                            "seconds": round(time.monotonic() - started, 1),
+                        }
+                        if "every_label_micro_f1" in result:
+                            row["every_label_micro_f1"] = round(float(result["every_label_micro_f1"]), 4)
+                            row["every_label_macro_f1"] = round(float(result["every_label_macro_f1"]), 4)
+                        results.append(row)
+                        _write(args.out, config, results)  # a long run keeps what it measured
+                        print(
+                            f"{name:<10} {method:<17} train {size:>5}  micro F1 {row['micro_f1']:.3f}  "
+                            f"macro F1 {row['macro_f1']:.3f}  ({row['seconds']:.0f}s)",
+                            flush=True,
+                        )
     print(learning_curve_table(results))
     _write(args.out, config, results)
     print(f"written {args.out}")
@@ -153,25 +170,34 @@ def _write(out: Path, config: TrainingConfig, results: list[dict[str, object]]) 
 
 
 def learning_curve_table(results: list[dict[str, object]]) -> str:
-    """Micro / macro F1 per dataset and method, one column per training-set size."""
+    """Micro / macro F1 per dataset and method, one column per training-set size (mean over seeds)."""
     lines = []
     for dataset in dict.fromkeys(str(r["dataset"]) for r in results):
         rows = [r for r in results if r["dataset"] == dataset]
         sizes = sorted({int(r["train_size"]) for r in rows})  # type: ignore[call-overload]
-        lines.append(f"{dataset} (micro / macro F1 by training issues)")
+        seeds = len({r.get("seed") for r in rows})
+        over = f", mean of {seeds} seeds" if seeds > 1 else ""
+        lines.append(f"{dataset} (micro / macro F1 by training issues{over})")
         lines.append(f"{'method':<18}" + "".join(f"{size:>14}" for size in sizes))
         for method in dict.fromkeys(str(r["method"]) for r in rows):
-            cells = {int(r["train_size"]): r for r in rows if r["method"] == method}  # type: ignore[call-overload]
+            cells: dict[int, list[dict[str, object]]] = {}
+            for r in rows:
+                if r["method"] == method:
+                    cells.setdefault(int(r["train_size"]), []).append(r)  # type: ignore[call-overload]
             lines.append(
                 f"{method:<18}"
                 + "".join(
-                    f"{cells[size]['micro_f1']:>7.3f}/{cells[size]['macro_f1']:.3f}"
+                    f"{_mean(cells[size], 'micro_f1'):>7.3f}/{_mean(cells[size], 'macro_f1'):.3f}"
                     if size in cells
                     else " " * 14
                     for size in sizes
                 )
             )
     return "\n".join(lines)
+
+
+def _mean(rows: list[dict[str, object]], key: str) -> float:
+    return float(np.mean([float(r[key]) for r in rows]))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
