@@ -19,6 +19,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -103,65 +104,77 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             data = _load(name, args.data_dir, workdir)
-            labels = data.label_names
-            train_full = (data.texts("train"), data.targets("train"))
-            validation = (data.texts("validation"), data.targets("validation"))
-            test = (data.texts("test"), data.targets("test"))
-            n = len(train_full[0])
+            n = len(data.texts("train"))
             sizes = [n if t == "all" else min(int(t), n) for t in args.slices.split(",")]
             for seed in seeds:
                 seed_config = config.model_copy(update={"seed": seed})
-                encoder = None
-                if "finetune_adapted" in methods:
-                    started = time.monotonic()
-                    texts = [e.text for e in data.unlabeled] + train_full[0]
-                    adapted = adapt_encoder(texts, base, workdir / f"encoder-{seed}", seed_config)
-                    encoder = str(adapted.encoder_dir)
+                for row in _measure(name, data, methods, sizes, base, seed_config, workdir):
+                    results.append(row)
+                    _write(args.out, config, results)  # a long run keeps what it measured
                     print(
-                        f"{name}: adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, "
-                        f"held-out MLM "
-                        f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
+                        f"{name:<10} {row['method']:<17} train {row['train_size']:>5}  seed {seed}  "
+                        f"micro F1 {row['micro_f1']:.3f}  macro F1 {row['macro_f1']:.3f}  "
+                        f"({row['seconds']:.0f}s)",
+                        flush=True,
                     )
-                order = np.random.default_rng(seed).permutation(len(train_full[0]))
-                for size in dict.fromkeys(sizes):  # a slice larger than the training set is all of it
-                    pick = order[:size]
-                    train = ([train_full[0][i] for i in pick], train_full[1][pick])
-                    for method in methods:
-                        started = time.monotonic()
-                        if method == "naive_bayes":
-                            result = baselines.naive_bayes(labels, train, test)
-                        elif method == "tfidf_logreg":
-                            result = baselines.tfidf_logreg(labels, train, validation, test)
-                        elif method == "finetune":
-                            result = _transformer(base, base, data, train, seed_config, workdir / "ft")
-                        else:
-                            assert encoder is not None
-                            result = _transformer(encoder, base, data, train, seed_config, workdir / "fta")
-                        row = {
-                            "dataset": name,
-                            "method": method,
-                            "train_size": size,
-                            "seed": seed,
-                            "labels": len(labels),
-                            "test_size": len(test[0]),
-                            "micro_f1": round(float(result["micro_f1"]), 4),
-                            "macro_f1": round(float(result["macro_f1"]), 4),
-                            "seconds": round(time.monotonic() - started, 1),
-                        }
-                        if "every_label_micro_f1" in result:
-                            row["every_label_micro_f1"] = round(float(result["every_label_micro_f1"]), 4)
-                            row["every_label_macro_f1"] = round(float(result["every_label_macro_f1"]), 4)
-                        results.append(row)
-                        _write(args.out, config, results)  # a long run keeps what it measured
-                        print(
-                            f"{name:<10} {method:<17} train {size:>5}  micro F1 {row['micro_f1']:.3f}  "
-                            f"macro F1 {row['macro_f1']:.3f}  ({row['seconds']:.0f}s)",
-                            flush=True,
-                        )
     print(learning_curve_table(results))
     _write(args.out, config, results)
     print(f"written {args.out}")
     return 0
+
+
+def _measure(
+    name: str,
+    data: IssueDataset,
+    methods: list[str],
+    sizes: list[int],
+    base: str,
+    config: TrainingConfig,
+    workdir: Path,
+) -> Iterator[dict[str, object]]:
+    """One row per training-set size and method, trained with ``config.seed``."""
+    labels = data.label_names
+    train_full = (data.texts("train"), data.targets("train"))
+    validation = (data.texts("validation"), data.targets("validation"))
+    test = (data.texts("test"), data.targets("test"))
+    encoder = None
+    if "finetune_adapted" in methods:
+        started = time.monotonic()
+        texts = [e.text for e in data.unlabeled] + train_full[0]
+        adapted = adapt_encoder(texts, base, workdir / f"encoder-{config.seed}", config)
+        encoder = str(adapted.encoder_dir)
+        print(
+            f"{name}: adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, held-out MLM "
+            f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
+        )
+    order = np.random.default_rng(config.seed).permutation(len(train_full[0]))
+    for size in dict.fromkeys(sizes):  # a slice larger than the training set is all of it
+        pick = order[:size]
+        train = ([train_full[0][i] for i in pick], train_full[1][pick])
+        for method in methods:
+            started = time.monotonic()
+            if method == "naive_bayes":
+                result = baselines.naive_bayes(labels, train, test)
+            elif method == "tfidf_logreg":
+                result = baselines.tfidf_logreg(labels, train, validation, test)
+            elif method == "finetune":
+                result = _transformer(base, base, data, train, config, workdir / "ft")
+            else:
+                assert encoder is not None
+                result = _transformer(encoder, base, data, train, config, workdir / "fta")
+            row = {
+                "dataset": name,
+                "method": method,
+                "train_size": size,
+                "seed": config.seed,
+                "labels": len(labels),
+                "test_size": len(test[0]),
+                "seconds": round(time.monotonic() - started, 1),
+            }
+            for key in ("micro_f1", "macro_f1", "every_label_micro_f1", "every_label_macro_f1"):
+                if key in result:
+                    row[key] = round(float(result[key]), 4)  # type: ignore[arg-type]
+            yield row
 
 
 def _write(out: Path, config: TrainingConfig, results: list[dict[str, object]]) -> None:
