@@ -37,15 +37,23 @@ def _in_thread(target) -> tuple[threading.Thread, list]:  # type: ignore[no-unty
     return thread, result
 
 
-def test_a_load_in_progress_blocks_no_other_repository(bundle_registry: Path, tmp_path: Path) -> None:
-    root = tmp_path / "registry"
+def _serving(
+    bundle_registry: Path, root: Path, *other_repos: str
+) -> tuple[HeldRegistry, ServedModels, Bundle]:
+    """A copy of the test registry (``other_repos`` get REPO's bundle) with REPO's bundle loaded."""
     shutil.copytree(bundle_registry, root, symlinks=True)
-    shutil.copytree(root / REPO.replace("/", "__"), root / OTHER.replace("/", "__"), symlinks=True)
+    for other in other_repos:
+        shutil.copytree(root / REPO.replace("/", "__"), root / other.replace("/", "__"), symlinks=True)
     registry = HeldRegistry(root)
     models = ServedModels(registry, threads=1, check_seconds=0)
     models.load([REPO])
     serving = models.get(REPO)
     assert serving is not None
+    return registry, models, serving
+
+
+def test_a_load_in_progress_blocks_no_other_repository(bundle_registry: Path, tmp_path: Path) -> None:
+    registry, models, serving = _serving(bundle_registry, tmp_path / "registry", OTHER)
 
     registry.held.add(OTHER)
     first, first_result = _in_thread(lambda: models.get(OTHER))
@@ -68,13 +76,7 @@ def test_a_load_in_progress_blocks_no_other_repository(bundle_registry: Path, tm
 
 
 def test_the_old_bundle_serves_while_the_promoted_one_loads(bundle_registry: Path, tmp_path: Path) -> None:
-    root = tmp_path / "registry"
-    shutil.copytree(bundle_registry, root, symlinks=True)
-    registry = HeldRegistry(root)
-    models = ServedModels(registry, threads=1, check_seconds=0)
-    models.load([REPO])
-    old = models.get(REPO)
-    assert old is not None
+    registry, models, old = _serving(bundle_registry, tmp_path / "registry")
     repo_dir = registry.repo_dir(REPO)
     new_version = old.version + "-next"
     shutil.copytree(repo_dir / old.version, repo_dir / new_version)
