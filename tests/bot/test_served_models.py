@@ -52,16 +52,28 @@ def _serving(
     return registry, models, serving
 
 
+def _held_load(registry: HeldRegistry, models: ServedModels, repo: str) -> tuple[threading.Thread, list]:  # type: ignore[type-arg]
+    """A lookup of ``repo`` that is loading its bundle, held there until ``registry.release``."""
+    registry.held.add(repo)
+    loading = _in_thread(lambda: models.get(repo))
+    assert registry.entered.wait(30)
+    return loading
+
+
+def _answered_at_once(lookup) -> list:  # type: ignore[no-untyped-def,type-arg]
+    """What ``lookup`` returns, asserting it does not wait for the held load."""
+    thread, result = _in_thread(lookup)
+    thread.join(10)
+    assert not thread.is_alive()
+    return result
+
+
 def test_a_load_in_progress_blocks_no_other_repository(bundle_registry: Path, tmp_path: Path) -> None:
     registry, models, serving = _serving(bundle_registry, tmp_path / "registry", OTHER)
 
-    registry.held.add(OTHER)
-    first, first_result = _in_thread(lambda: models.get(OTHER))
-    assert registry.entered.wait(30)
+    first, first_result = _held_load(registry, models, OTHER)
     # another repository is looked up (and its current version checked) while OTHER loads
-    lookup, lookup_result = _in_thread(lambda: models.get(REPO))
-    lookup.join(10)
-    assert not lookup.is_alive() and lookup_result == [serving]
+    assert _answered_at_once(lambda: models.get(REPO)) == [serving]
     # a second job for OTHER, which has no bundle yet, waits for the load instead of skipping
     second, second_result = _in_thread(lambda: models.get(OTHER))
     second.join(0.3)
@@ -85,12 +97,8 @@ def test_the_old_bundle_serves_while_the_promoted_one_loads(bundle_registry: Pat
     write_manifest(repo_dir / new_version, {**old.info, "version": new_version})
     registry.promote(REPO, new_version)
 
-    registry.held.add(REPO)
-    swap, swap_result = _in_thread(lambda: models.get(REPO))
-    assert registry.entered.wait(30)
-    during, during_result = _in_thread(lambda: models.get(REPO))
-    during.join(10)
-    assert not during.is_alive() and during_result == [old]
+    swap, swap_result = _held_load(registry, models, REPO)
+    assert _answered_at_once(lambda: models.get(REPO)) == [old]
 
     registry.release.set()
     swap.join(30)
