@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from transformers import (
     DataCollatorWithPadding,
-    EvalPrediction,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -29,7 +28,12 @@ from transformers import (
 
 from training.config import TrainingConfig
 from training.dataset import IssueDataset
-from training.finetune import best_checkpoint_args, predict_logits, validation_metric
+from training.finetune import (
+    best_checkpoint_args,
+    best_checkpoint_micro_f1,
+    predict_logits,
+    validation_metrics,
+)
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -117,7 +121,7 @@ def distill(
     config: TrainingConfig,
     pos_weight: torch.Tensor | None,
 ) -> DistillResult:
-    """A ``config.distill_layers``-layer student, best checkpoint by validation micro-F1."""
+    """A ``config.distill_layers``-layer student, best checkpoint on validation as in fine-tuning."""
     assert config.distill_layers is not None
     started = time.monotonic()
     set_seed(config.seed)
@@ -157,9 +161,6 @@ def distill(
         remove_unused_columns=False,  # the teacher's logits and the labeled mask go to the loss
     )
 
-    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        return {"micro_f1": validation_metric(prediction)}
-
     trainer = DistillationTrainer(
         model=student,
         args=args,
@@ -167,20 +168,19 @@ def distill(
         eval_dataset=validation_set,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=compute_metrics,
+        compute_metrics=validation_metrics,
         alpha=config.distill_alpha,
         temperature=config.distill_temperature,
         pos_weight=pos_weight,
     )
     trainer.train()
-    best = trainer.state.best_metric
     model = trainer.model
     model.eval()
     return DistillResult(
         model=model,
         layers_kept=kept,
         texts=len(texts),
-        best_validation_micro_f1=float(best) if best is not None else float("nan"),
+        best_validation_micro_f1=best_checkpoint_micro_f1(trainer),
         seconds=time.monotonic() - started,
     )
 

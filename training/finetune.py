@@ -2,7 +2,7 @@
 
 Sparse labels make a plain BCE fine-tune collapse onto label frequencies, so positives are
 weighted by the negative/positive ratio (capped), the fresh head learns faster than the encoder,
-and the checkpoint kept is the one with the best validation micro-F1.
+and the checkpoint kept is the best on validation by ``checkpoint_metric``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from transformers import (
 
 from training.classifier import load_classifier
 from training.config import TrainingConfig
-from training.metrics import best_global_threshold_f1
+from training.metrics import best_global_threshold_f1, macro_average_precision
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,6 @@ def finetune(
     )
     pos_weight = positive_weights(train[1], config.pos_weight_cap) if config.pos_weight == "auto" else None
 
-    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
-        return {"micro_f1": validation_metric(prediction)}
-
     args = best_checkpoint_args(workdir, config, total_steps, eval_every)
     trainer = WeightedBCETrainer(
         model=model,
@@ -145,18 +142,17 @@ def finetune(
         eval_dataset=validation_set,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=compute_metrics,
+        compute_metrics=validation_metrics,
         optimizers=(optimizer, scheduler),
         pos_weight=pos_weight,
     )
     trainer.train()
-    best = trainer.state.best_metric
     model = trainer.model
     model.eval()
     return FineTuneResult(
         model=model,
         tokenizer=tokenizer,
-        best_validation_micro_f1=float(best) if best is not None else float("nan"),
+        best_validation_micro_f1=best_checkpoint_micro_f1(trainer),
         seconds=time.monotonic() - started,
         pos_weight=pos_weight.tolist() if pos_weight is not None else [],
     )
@@ -166,7 +162,8 @@ def best_checkpoint_args(
     workdir: Path, config: TrainingConfig, total_steps: int, eval_every: int, **extra: object
 ) -> TrainingArguments:
     """Trainer arguments that evaluate and checkpoint every ``eval_every`` steps and end on the
-    checkpoint with the best validation micro-F1 (fine-tuning and distillation alike)."""
+    checkpoint best on validation by ``config.checkpoint_metric`` (fine-tuning and distillation
+    alike; ``validation_metrics`` computes it)."""
     return TrainingArguments(
         output_dir=str(workdir),
         per_device_train_batch_size=config.batch_size,
@@ -180,7 +177,7 @@ def best_checkpoint_args(
         save_total_limit=1,
         save_only_model=True,
         load_best_model_at_end=True,
-        metric_for_best_model="micro_f1",
+        metric_for_best_model=config.checkpoint_metric,
         greater_is_better=True,
         logging_steps=max(1, eval_every // 2),
         use_cpu=True,
@@ -190,12 +187,26 @@ def best_checkpoint_args(
     )
 
 
-def validation_metric(prediction: EvalPrediction) -> float:
-    """Checkpoint selection: micro-F1 at the best single threshold on the validation split."""
+def validation_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """Checkpoint selection on the validation split: micro-F1 at the best single threshold and
+    the labels' mean average precision (see ``TrainingConfig.checkpoint_metric``)."""
     logits = prediction.predictions
     if isinstance(logits, tuple):
         logits = logits[0]
-    return best_global_threshold_f1(prediction.label_ids, 1 / (1 + np.exp(-logits)))
+    probabilities = 1 / (1 + np.exp(-logits))
+    targets = prediction.label_ids
+    return {
+        "micro_f1": best_global_threshold_f1(targets, probabilities),
+        "macro_ap": macro_average_precision(targets, probabilities),
+    }
+
+
+def best_checkpoint_micro_f1(trainer: Trainer) -> float:
+    """Validation micro-F1 of the checkpoint the trainer ended on, whichever metric chose it."""
+    for entry in trainer.state.log_history:
+        if entry.get("step") == trainer.state.best_global_step and "eval_micro_f1" in entry:
+            return float(entry["eval_micro_f1"])
+    return float("nan")
 
 
 def predict_probabilities(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import f1_score, precision_recall_fscore_support
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
 
 
 def best_global_threshold_f1(targets: np.ndarray, probabilities: np.ndarray) -> float:
@@ -15,6 +15,16 @@ def best_global_threshold_f1(targets: np.ndarray, probabilities: np.ndarray) -> 
         score = f1_score(targets, probabilities >= threshold, average="micro", zero_division=0)
         best = max(best, float(score))
     return best
+
+
+def macro_average_precision(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean average precision over the labels with a positive: how well each label's issues are
+    ranked first, without a threshold. A model that only predicts label frequencies ranks every
+    issue alike and scores low here, while its micro-F1 can look good on a small validation set."""
+    present = targets.sum(axis=0) > 0
+    if not present.any():
+        return 0.0
+    return float(average_precision_score(targets[:, present], probabilities[:, present], average="macro"))
 
 
 @dataclass

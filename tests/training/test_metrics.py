@@ -2,7 +2,15 @@
 
 import numpy as np
 
-from training.metrics import Thresholds, decide, exclusive_group, scores, tune_thresholds
+from training.metrics import (
+    Thresholds,
+    best_global_threshold_f1,
+    decide,
+    exclusive_group,
+    macro_average_precision,
+    scores,
+    tune_thresholds,
+)
 
 LABELS = ["bug", "feature", "docs"]
 
@@ -71,3 +79,17 @@ def test_labels_with_few_validation_positives_share_the_best_overall_threshold()
     shared = t.values["feature"]
     assert 0.3 < shared <= 0.35  # the grid threshold that separates both labels best overall
     assert t.validation_f1["feature"] == 1.0 and t.reliable["feature"]
+
+
+def test_macro_average_precision_sees_a_model_that_only_knows_label_frequencies() -> None:
+    # "bug" on most issues, "docs" on one, "feature" on none (left out: nothing to rank).
+    y = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 1], [0, 0, 0]])
+    frequencies = np.tile([0.8, 0.0, 0.2], (5, 1))  # the same scores for every issue
+    ranking = np.array([[0.6, 0.1, 0.1], [0.7, 0.1, 0.2], [0.6, 0.1, 0.1], [0.6, 0.1, 0.9], [0.1, 0.1, 0.3]])
+    # Micro-F1 rates frequencies close to a perfect ranking (bug on every issue is nearly right) ...
+    assert best_global_threshold_f1(y, frequencies) == 0.8
+    assert best_global_threshold_f1(y, ranking) == 1.0
+    # ... the labels' mean average precision halves it: it never puts docs' issue first.
+    assert macro_average_precision(y, frequencies) == (0.8 + 0.2) / 2
+    assert macro_average_precision(y, ranking) == 1.0
+    assert macro_average_precision(np.zeros((2, 3)), frequencies[:2]) == 0.0

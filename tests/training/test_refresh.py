@@ -111,6 +111,7 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert set(metrics["counts"]) >= {"train", "validation", "test", "unlabeled"}
     assert {"data", "adapt", "finetune", "evaluate", "export", "quantize"} <= set(metrics["timings_s"])
     assert metrics["adaptation"]["started_from"] == PACKAGED_MODEL
+    assert 0 <= metrics["validation"]["best_checkpoint_micro_f1"] <= 1
     manifest = json.loads((result.bundle_dir / "data_manifest.json").read_text())
     assert len(manifest["split_hash"]) == 64
     assert "Bug" in (result.bundle_dir / "MODEL_CARD.md").read_text()
@@ -133,8 +134,10 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert "not promoted" in (second.bundle_dir / "REJECTED").read_text()
     assert [v.status for v in registry.versions(REPO)] == ["current", "rejected"]
 
-    forced = _refresh(small_settings, slice_path, useless.model_copy(update={"adapt": False}), force=True)
+    by_ap = useless.model_copy(update={"adapt": False, "checkpoint_metric": "macro_ap"})
+    forced = _refresh(small_settings, slice_path, by_ap, force=True)
     assert forced.promoted and "--force" in forced.reason and forced.metrics["adaptation"] is None
+    assert 0 <= forced.metrics["validation"]["best_checkpoint_micro_f1"] <= 1
     assert registry.rollback(REPO) == result.version
     assert registry.current_version(REPO) == result.version
 
