@@ -58,9 +58,10 @@ class TrainingConfig(BaseModel):
     pos_weight_cap: float = Field(default=20.0, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="cap on fine-tuning steps (tests)")
     checkpoint_metric: Literal["micro_f1", "macro_ap"] = Field(
-        default="micro_f1",
-        description="validation measure that picks the checkpoint kept: micro-F1 at the best single "
-        "threshold, or the labels' mean average precision",
+        default="macro_ap",
+        description="validation measure that picks the checkpoint kept: the labels' mean average "
+        "precision, or micro-F1 at the best single threshold (which can favour an early checkpoint "
+        "that predicts label frequencies)",
     )
 
     distill_layers: int | None = Field(

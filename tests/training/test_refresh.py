@@ -134,8 +134,8 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert "not promoted" in (second.bundle_dir / "REJECTED").read_text()
     assert [v.status for v in registry.versions(REPO)] == ["current", "rejected"]
 
-    by_ap = useless.model_copy(update={"adapt": False, "checkpoint_metric": "macro_ap"})
-    forced = _refresh(small_settings, slice_path, by_ap, force=True)
+    by_micro = useless.model_copy(update={"adapt": False, "checkpoint_metric": "micro_f1"})
+    forced = _refresh(small_settings, slice_path, by_micro, force=True)
     assert forced.promoted and "--force" in forced.reason and forced.metrics["adaptation"] is None
     assert 0 <= forced.metrics["validation"]["best_checkpoint_micro_f1"] <= 1
     assert registry.rollback(REPO) == result.version
