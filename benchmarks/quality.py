@@ -68,6 +68,7 @@ def _transformer(
     train: tuple[list[str], np.ndarray],
     config: TrainingConfig,
     workdir: Path,
+    scores_file: Path | None = None,
 ) -> dict[str, object]:
     labels = data.label_names
     validation = (data.texts("validation"), data.targets("validation"))
@@ -78,7 +79,21 @@ def _transformer(
     served = scores(labels, data.targets("test"), decide(test_probs, labels, thresholds))
     every_label = replace(thresholds, reliable=dict.fromkeys(labels, True))
     every = scores(labels, data.targets("test"), decide(test_probs, labels, every_label))
-    return served | {"every_label_micro_f1": every["micro_f1"], "every_label_macro_f1": every["macro_f1"]}
+    if scores_file is not None:  # for studies of thresholds and reliability without retraining
+        scores_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            scores_file,
+            labels=np.array(labels),
+            validation_probabilities=val_probs,
+            validation_targets=validation[1],
+            test_probabilities=test_probs,
+            test_targets=data.targets("test"),
+        )
+    return served | {
+        "every_label_micro_f1": every["micro_f1"],
+        "every_label_macro_f1": every["macro_f1"],
+        "applied_labels": sum(thresholds.reliable.values()),
+    }
 
 
 def main() -> int:
@@ -92,6 +107,9 @@ def main() -> int:
     parser.add_argument("--config", type=Path, help="training config (YAML/JSON) for the transformer runs")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
+    parser.add_argument(
+        "--scores-dir", type=Path, help="also keep each transformer's validation and test scores (.npz) here"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
@@ -108,7 +126,8 @@ def main() -> int:
             sizes = [n if t == "all" else min(int(t), n) for t in args.slices.split(",")]
             for seed in seeds:
                 seed_config = config.model_copy(update={"seed": seed})
-                for row in _measure(name, data, methods, sizes, base, seed_config, workdir):
+                measured = _measure(name, data, methods, sizes, base, seed_config, workdir, args.scores_dir)
+                for row in measured:
                     results.append(row)
                     _write(args.out, config, results)  # a long run keeps what it measured
                     print(
@@ -131,6 +150,7 @@ def _measure(
     base: str,
     config: TrainingConfig,
     workdir: Path,
+    scores_dir: Path | None = None,
 ) -> Iterator[dict[str, object]]:
     """One row per training-set size and method, trained with ``config.seed``."""
     labels = data.label_names
@@ -153,15 +173,16 @@ def _measure(
         train = ([train_full[0][i] for i in pick], train_full[1][pick])
         for method in methods:
             started = time.monotonic()
+            kept = scores_dir / f"{name}_{method}_{size}_seed{config.seed}.npz" if scores_dir else None
             if method == "naive_bayes":
                 result = baselines.naive_bayes(labels, train, test)
             elif method == "tfidf_logreg":
                 result = baselines.tfidf_logreg(labels, train, validation, test)
             elif method == "finetune":
-                result = _transformer(base, base, data, train, config, workdir / "ft")
+                result = _transformer(base, base, data, train, config, workdir / "ft", kept)
             else:
                 assert encoder is not None
-                result = _transformer(encoder, base, data, train, config, workdir / "fta")
+                result = _transformer(encoder, base, data, train, config, workdir / "fta", kept)
             row = {
                 "dataset": name,
                 "method": method,
@@ -174,6 +195,8 @@ def _measure(
             for key in ("micro_f1", "macro_f1", "every_label_micro_f1", "every_label_macro_f1"):
                 if key in result:
                     row[key] = round(float(result[key]), 4)  # type: ignore[arg-type]
+            if "applied_labels" in result:
+                row["applied_labels"] = result["applied_labels"]
             yield row
 
 

@@ -44,6 +44,6 @@ def tfidf_logreg(
         return full
 
     thresholds = tune_thresholds(label_names, validation[1], probabilities(validation[0]), f1_floor=0.0)
-    # A baseline gets every label it has seen; only labels absent from validation fall back to 0.5.
+    # A baseline gets every label it has seen; labels absent from validation get the shared threshold.
     thresholds.reliable = {name: bool(present[i]) for i, name in enumerate(label_names)}
     return scores(label_names, test[1], decide(probabilities(test[0]), label_names, thresholds))

@@ -47,7 +47,14 @@ def model_card(metrics: dict, manifest: dict, config: TrainingConfig, thresholds
     lines += [
         "",
         "Labels marked 'no' had too little validation support or too low a validation F1: the bot never "
-        "applies them. Labels applied by issue forms and workflow labels are not learned: "
+        f"applies them. Labels with fewer than {config.per_label_min_support} validation positives share "
+        "one threshold and are judged together"
+        + (
+            f" (pooled validation F1 {thresholds.shared_group_f1:.2f})"
+            if thresholds.shared_group_f1 is not None
+            else ""
+        )
+        + ". Labels applied by issue forms and workflow labels are not learned: "
         + (", ".join(sorted(manifest["not_learned"])) or "none")
         + ".",
     ]

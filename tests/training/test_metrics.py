@@ -93,3 +93,23 @@ def test_macro_average_precision_sees_a_model_that_only_knows_label_frequencies(
     assert macro_average_precision(y, frequencies) == (0.8 + 0.2) / 2
     assert macro_average_precision(y, ranking) == 1.0
     assert macro_average_precision(np.zeros((2, 3)), frequencies[:2]) == 0.0
+
+
+def test_labels_sharing_the_threshold_are_judged_by_their_pooled_f1() -> None:
+    # "docs" and "perf" have too few validation positives for a threshold of their own. "perf"
+    # misses its only positive (F1 0), but the pair is right on 3 of 4 positives with no false
+    # alarm: both are applied. "bug" has a threshold of its own and misses the floor alone.
+    names = ["bug", "docs", "perf"]
+    y = np.array([[1, 0, 0]] * 5 + [[0, 1, 0]] * 3 + [[0, 0, 1]] + [[0, 0, 0]] * 3)
+    p = np.array([[0.3, 0.1, 0.01]] * 5 + [[0.35, 0.9, 0.01]] * 3 + [[0.35, 0.1, 0.01]] * 4)
+    t = tune_thresholds(names, y, p, f1_floor=0.6, per_label_min_support=5)
+    assert t.validation_f1["perf"] == 0.0 and t.validation_f1["docs"] == 1.0
+    assert t.shared_group_f1 == 2 * 3 / (2 * 3 + 1)
+    assert t.reliable["docs"] and t.reliable["perf"]
+    assert t.validation_f1["bug"] == 10 / 17 and not t.reliable["bug"]
+    assert Thresholds.from_json(t.to_json()) == t
+    # The same issues, but docs scores its issues no higher than any other: neither is applied.
+    p[5:8, 1] = 0.1
+    t = tune_thresholds(names, y, p, f1_floor=0.6, per_label_min_support=5)
+    assert t.shared_group_f1 is not None and t.shared_group_f1 < 0.6
+    assert not t.reliable["docs"] and not t.reliable["perf"]
