@@ -89,7 +89,11 @@ class TrainingConfig(BaseModel):
         default=1, ge=0, description="labels with fewer validation positives are not applied"
     )
     reliable_f1_floor: float = Field(
-        default=0.1, ge=0, le=1, description="labels below this validation F1 are not applied"
+        default=0.1,
+        ge=0,
+        le=1,
+        description="labels below this validation F1 are not applied (pooled over the labels that share "
+        "one threshold)",
     )
     per_label_min_support: int = Field(
         default=5, ge=1, description="validation positives a label needs for a threshold of its own"
