@@ -3,8 +3,9 @@
 The bot runs as its own process, serving the bundle in service from ``--registry`` for
 ``--repo``; GitHub is the tests' fake server on 127.0.0.1. Reports deliveries accepted per
 second, the time to answer a delivery, the time from sending a delivery to the labels reaching
-the fake GitHub (p50/p99), the bot's own part of it (delivery stored -> labels written, from
-its store), errors, and lost or doubled labels. The first ``--warmup`` deliveries are sent the
+the fake GitHub (p50/p99), the bot's own part of it (delivery stored -> labels received by the
+fake GitHub, and -> labels written, the GitHub reply included, from its store), errors, and lost
+or doubled labels. The first ``--warmup`` deliveries are sent the
 same way but left out of the timings (first connections, first queries). Prints a table and
 writes JSON.
 
@@ -260,14 +261,19 @@ def main() -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(bot.pid, signal.SIGKILL)  # a refresh child still training
 
-        in_bot = _in_bot_ms(Path(tmp) / "bot.db")
-        in_bot_ms = [in_bot[d] for d in sent_at if d in in_bot]
+        stamps = _bot_stamps(Path(tmp) / "bot.db")
+        in_bot_ms = [(stamps[d][1] - stamps[d][0]) * 1000 for d in sent_at if d in stamps]
 
         posts: dict[int, list[float]] = {}
         for request in fake.requests_to(rf"/repos/{args.repo}/issues/\d+/labels", "POST"):
             posts.setdefault(int(request.path.split("/")[-2]), []).append(request.received_at)
         measured = {number_of[d] for d in sent_at}
         labeled_ms = [(posts[number_of[d]][0] - sent_at[d]) * 1000 for d in sent_at if number_of[d] in posts]
+        bot_to_labels_ms = [
+            (posts[number_of[d]][0] - stamps[d][0]) * 1000
+            for d in sent_at
+            if d in stamps and number_of[d] in posts
+        ]
         answer_ms = [ms for _, status, ms in answers]
         errors = sum(1 for _, status, _ in answers if status != 202)
         doubled = sum(1 for times in posts.values() if len(times) > 1)
@@ -289,6 +295,8 @@ def main() -> int:
             "delivery_to_labels_p99_ms": _percentile(labeled_ms, 99),
             "in_bot_p50_ms": _percentile(in_bot_ms, 50),
             "in_bot_p99_ms": _percentile(in_bot_ms, 99),
+            "stored_to_labels_received_p50_ms": _percentile(bot_to_labels_ms, 50),
+            "stored_to_labels_received_p99_ms": _percentile(bot_to_labels_ms, 99),
             "errors": errors,
             "issues_labeled": len(measured & posts.keys()),
             "issues_with_no_label_decided": predicted_nothing,
@@ -311,9 +319,10 @@ def main() -> int:
     return 0
 
 
-def _in_bot_ms(database: Path) -> dict[str, float]:
-    """Our own time per labeled issue, from the bot's own stamps: delivery stored -> labels written
-    (the GitHub call included; the load generator's and the network's time excluded)."""
+def _bot_stamps(database: Path) -> dict[str, tuple[float, float]]:
+    """Per labeled issue, the bot's own stamps (epoch seconds): delivery stored, and labels
+    written (the GitHub call answered and recorded). From the first to the fake GitHub receiving
+    the labels is our own time as the target means it: no load generator, no GitHub reply."""
     engine = create_engine(f"sqlite:///{database}")
     try:
         with Session(engine) as session:
@@ -324,7 +333,12 @@ def _in_bot_ms(database: Path) -> dict[str, float]:
             ).all()
     finally:
         engine.dispose()
-    return {delivery: (applied - received).total_seconds() * 1000 for delivery, received, applied in rows}
+    return {delivery: (_epoch(received), _epoch(applied)) for delivery, received, applied in rows}
+
+
+def _epoch(moment: datetime) -> float:
+    """SQLite gives the stored UTC stamps back without their zone."""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _fetch_completed(database: Path, repo: str) -> bool:

@@ -15,7 +15,7 @@ from bot.metrics import BotMetrics
 from bot.outcome import Outcome, PermanentJobError
 from bot.repo_config import RepoConfigCache
 from training.issue_templates import TEMPLATE_DIR
-from training.records import LabelRecord, RecordError, parse_datetime, parse_issue
+from training.records import IssueRecord, LabelRecord, RecordError, parse_datetime, parse_issue
 from training.settings import Settings
 from training.store import Store
 from training.store.models import Installation, Repository
@@ -148,13 +148,16 @@ class EventHandlers:
         return Outcome(f"added {added or 'none'}, removed {removed or 'none'}")
 
     # -- issues --------------------------------------------------------------------------------
-    def _store_issue(self, delivery: Delivery, session: Session) -> Repository:
+    def _store_issue(
+        self, delivery: Delivery, session: Session, record: IssueRecord | None = None
+    ) -> Repository:
         payload = delivery.payload
         repo = payload["repository"]
         repository = ensure_repository(
             session, repo["full_name"], github_id=repo.get("id"), node_id=repo.get("node_id")
         )
-        record = parse_issue(payload["issue"], default_repo=repo["full_name"])
+        if record is None:
+            record = parse_issue(payload["issue"], default_repo=repo["full_name"])
         sender = payload.get("sender") or {}
         upsert_issue(
             session,
@@ -174,7 +177,9 @@ class EventHandlers:
             action in {"opened", "reopened"} or (action == "edited" and not issue.get("labels"))
         )
         if labeling:
-            return self.labeler.label(delivery, lambda session: self._store_issue(delivery, session))
+            # Parsed first: a malformed issue fails its job before anything is written to GitHub.
+            record = parse_issue(issue, default_repo=payload["repository"]["full_name"])
+            return self.labeler.label(delivery, lambda session: self._store_issue(delivery, session, record))
         with self.store.session() as session:
             repository = self._store_issue(delivery, session)
             if action in {"labeled", "unlabeled"} and isinstance(payload.get("label"), dict):

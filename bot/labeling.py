@@ -1,7 +1,9 @@
 """Labeling a new issue: predict with the bundle in service, decide by policy, write to GitHub.
 
 Each step is recorded in the store before the next, so a job retried after a crash or a
-GitHub failure continues where it stopped and never labels or comments twice.
+GitHub failure continues where it stopped and never labels or comments twice. The issue itself
+is stored for training after the labels are written: nothing waits for it, and it is stored on
+every way out, failures included.
 """
 
 from __future__ import annotations
@@ -50,8 +52,7 @@ class Labeler:
         self.metrics = metrics
 
     def label(self, delivery: Delivery, record_issue: Callable[[Session], Repository]) -> Outcome:
-        """Label the delivery's issue; ``record_issue`` stores the issue itself (for training) and
-        runs in the transaction that records the prediction: one commit fewer before the labels."""
+        """Label the delivery's issue; ``record_issue`` stores the issue itself (for training)."""
         repo = str(delivery.repository)
         issue = delivery.payload["issue"]
         number = int(issue["number"])
@@ -77,7 +78,8 @@ class Labeler:
                 self._record_only(record_issue)  # the issue is kept even if labeling never succeeds
                 raise
             with self.store.session() as session:
-                repository = record_issue(session)
+                # A repository the store does not know yet (token mode) is created with its issue.
+                repository = get_repository(session, repo) or record_issue(session)
                 decision, scores = self._decide(session, repository, bundle, probabilities, issue, config)
                 prediction = Prediction(
                     repository_id=repository.id,
@@ -93,7 +95,11 @@ class Labeler:
                 session.add(prediction)
                 session.flush()
                 plan = _Plan.of(prediction)
-        return self._write(repo, installation_id, number, plan, comment=config.comment)
+        try:
+            outcome = self._write(repo, installation_id, number, plan, comment=config.comment)
+        finally:
+            self._record_only(record_issue)
+        return outcome
 
     def _record_only(self, record_issue: Callable[[Session], Repository]) -> None:
         with self.store.session() as session:

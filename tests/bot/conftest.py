@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from bot.app import create_app
 from bot.services import BotServices
@@ -29,6 +30,7 @@ from tests.fakegithub import FakeGitHub
 from tests.fakegithub.app_keys import generate_app_keys
 from tests.fakegithub.server import FakeRepo
 from training.settings import Settings
+from training.store.models import Issue, Repository
 
 REPO = "octo-org/hello-world"
 INSTALLATION = 77
@@ -109,6 +111,15 @@ class BotUnderTest:
 
     def job_status(self, delivery_id: str) -> str | None:
         return self.services.queue.status_of(delivery_id)
+
+    def stored_title(self, number: int) -> str | None:
+        """The issue's title as the store keeps it for training; None when it is not stored."""
+        with self.services.store.session() as session:
+            return session.scalar(
+                select(Issue.title)
+                .join(Repository, Repository.id == Issue.repository_id)
+                .where(Repository.full_name == self.repo.full_name, Issue.number == number)
+            )
 
 
 def start_bot(

@@ -29,6 +29,16 @@ def test_opened_issue_is_labeled_through_the_app_installation(bot: BotUnderTest)
     assert len(label_posts) == 1
     assert label_posts[0].headers["authorization"].startswith("token ghs_fake")  # an installation token
     assert not bot.fake.comments
+    assert bot.stored_title(issue["number"]) == issue["title"]  # kept for the next training run
+
+
+def test_malformed_issue_fails_its_job_before_anything_is_written(bot: BotUnderTest) -> None:
+    issue = bot.open_issue()
+    issue["title"] = None
+    bot.send_issue("opened", issue, delivery_id="d-malformed")
+    wait_for(lambda: bot.job_status("d-malformed") == "failed", what="the job to fail")
+    assert not bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")
+    assert bot.stored_title(issue["number"]) is None
 
 
 def _push(bot: BotUnderTest, path: str, delivery_id: str) -> None:

@@ -36,6 +36,7 @@ def test_a_job_that_keeps_failing_is_kept_as_failed_with_its_error(bot: BotUnder
     assert status["jobs"]["failed"] == 1
     (failed,) = status["failed_jobs"]
     assert failed["delivery_id"] == "f-1" and "503" in failed["error"] and failed["attempts"] == 3
+    assert bot.stored_title(issue["number"]) == issue["title"]  # the issue is kept all the same
     # GitHub is healthy again and the maintainer presses "Redeliver": the job runs again, once
     bot.fake.faults.clear()
     assert bot.send_issue("opened", issue, delivery_id="f-1").status_code == 200
