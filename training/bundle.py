@@ -74,9 +74,10 @@ class Bundle:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        # Idle intra-op threads sleep instead of spinning for the next run: spinning burns the
-        # cores that the rest of the process needs between predictions.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Intra-op threads spin between the operators of a run (no wake-up per operator) and stop
+        # at its end: spinning on between runs burns a core the rest of the process needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self._run_lock = run_lock if run_lock is not None else threading.Lock()
         try:
             self.session = ort.InferenceSession(
