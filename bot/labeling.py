@@ -73,7 +73,8 @@ class Labeler:
                 if not catalogue_known:
                     self.gateway.sync_labels(self.store, repo, installation_id)
                 text = issue_text(issue.get("title") or "", issue.get("body"))
-                probabilities = bundle.probabilities([text])[0]
+                with self.metrics.prediction_seconds.labels(repo).time():
+                    probabilities = bundle.probabilities([text])[0]
             except Exception:
                 self._record_only(record_issue)  # the issue is kept even if labeling never succeeds
                 raise

@@ -27,6 +27,13 @@ class BotMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
+        self.prediction_seconds = Histogram(
+            "issue_labeler_prediction_seconds",
+            "The model's part of labeling one issue: tokenizing, waiting for the run lock, running",
+            ["repository"],
+            buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
         self.labels_applied = Counter(
             "issue_labeler_labels_applied",
             "Labels the bot applied",

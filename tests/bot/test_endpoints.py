@@ -40,3 +40,4 @@ def test_health_readiness_and_metrics(bot: BotUnderTest) -> None:
     assert 'issue_labeler_deliveries_total{event="issues",outcome="bad_signature"} 1.0' in text
     assert f'issue_labeler_labels_applied_total{{label="bug",repository="{REPO}"}} 1.0' in text
     assert 'issue_labeler_job_seconds_count{event="issues"} 1.0' in text
+    assert f'issue_labeler_prediction_seconds_count{{repository="{REPO}"}} 1.0' in text
