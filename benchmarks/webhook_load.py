@@ -5,9 +5,8 @@ The bot runs as its own process, serving the bundle in service from ``--registry
 second, the time to answer a delivery, the time from sending a delivery to the labels reaching
 the fake GitHub (p50/p99), the bot's own part of it (delivery stored -> labels received by the
 fake GitHub, and -> labels written, the GitHub reply included, from its store), errors, and lost
-or doubled labels. The first ``--warmup`` deliveries are sent the
-same way but left out of the timings (first connections, first queries). Prints a table and
-writes JSON.
+or doubled labels. The first ``--warmup`` deliveries are sent the same way but left out of the
+timings (first connections, first queries). Prints a table and writes JSON.
 
     python -m benchmarks.webhook_load --registry var/models --repo scikit-learn/scikit-learn \\
         --deliveries 400 --rate 20 --concurrency 8

@@ -148,16 +148,12 @@ class EventHandlers:
         return Outcome(f"added {added or 'none'}, removed {removed or 'none'}")
 
     # -- issues --------------------------------------------------------------------------------
-    def _store_issue(
-        self, delivery: Delivery, session: Session, record: IssueRecord | None = None
-    ) -> Repository:
+    def _store_issue(self, delivery: Delivery, session: Session, record: IssueRecord) -> Repository:
         payload = delivery.payload
         repo = payload["repository"]
         repository = ensure_repository(
             session, repo["full_name"], github_id=repo.get("id"), node_id=repo.get("node_id")
         )
-        if record is None:
-            record = parse_issue(payload["issue"], default_repo=repo["full_name"])
         sender = payload.get("sender") or {}
         upsert_issue(
             session,
@@ -176,12 +172,12 @@ class EventHandlers:
         labeling = not issue.get("pull_request") and (
             action in {"opened", "reopened"} or (action == "edited" and not issue.get("labels"))
         )
+        # Parsed first: a malformed issue fails its job before anything is written to GitHub.
+        record = parse_issue(issue, default_repo=payload["repository"]["full_name"])
         if labeling:
-            # Parsed first: a malformed issue fails its job before anything is written to GitHub.
-            record = parse_issue(issue, default_repo=payload["repository"]["full_name"])
             return self.labeler.label(delivery, lambda session: self._store_issue(delivery, session, record))
         with self.store.session() as session:
-            repository = self._store_issue(delivery, session)
+            repository = self._store_issue(delivery, session, record)
             if action in {"labeled", "unlabeled"} and isinstance(payload.get("label"), dict):
                 kind = self._feedback(delivery, session, repository)
                 if kind:
