@@ -20,7 +20,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from bot import feedback, signature
-from bot.jobs import Delivery
+from bot.jobs import JOB_STATUSES, Delivery
 from bot.services import BotServices
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,14 @@ def create_app(services: BotServices) -> FastAPI:
         services.metrics.model_version.clear()
         for repo, version in services.models.versions().items():
             services.metrics.model_version.labels(repo, version).set(1)
+        services.metrics.jobs_in_store.clear()
+        try:
+            counts = services.queue.counts()
+        except Exception as exc:  # the store is down: /readyz says so; the other metrics still serve
+            log.warning("job counts left out of /metrics: store unreachable (%s)", exc.__class__.__name__)
+        else:
+            for job_status in JOB_STATUSES:
+                services.metrics.jobs_in_store.labels(job_status).set(counts.get(job_status, 0))
         return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/status")

@@ -22,6 +22,7 @@ from training.store.models import WebhookJob
 from training.store.upserts import now
 
 PENDING, RUNNING, DONE, IGNORED, FAILED = "pending", "running", "done", "ignored", "failed"
+JOB_STATUSES = (PENDING, RUNNING, DONE, IGNORED, FAILED)
 # Due jobs looked at per claim, oldest first; blocked ones among them wait for the next claim.
 CLAIM_WINDOW = 50
 

@@ -52,6 +52,13 @@ class BotMetrics:
             ["repository", "status"],
             registry=self.registry,
         )
+        self.jobs_in_store = Gauge(
+            "issue_labeler_jobs_in_store",
+            "Jobs in the store by status when scraped; a growing pending count means the bot is "
+            "not keeping up with its deliveries",
+            ["status"],
+            registry=self.registry,
+        )
         self.model_version = Gauge(
             "issue_labeler_model_info",
             "The bundle in service per repository (value 1)",

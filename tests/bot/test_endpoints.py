@@ -41,3 +41,10 @@ def test_health_readiness_and_metrics(bot: BotUnderTest) -> None:
     assert f'issue_labeler_labels_applied_total{{label="bug",repository="{REPO}"}} 1.0' in text
     assert 'issue_labeler_job_seconds_count{event="issues"} 1.0' in text
     assert f'issue_labeler_prediction_seconds_count{{repository="{REPO}"}} 1.0' in text
+    in_store = bot.services.queue.counts()
+    assert in_store.get("done", 0) >= 1
+    for job_status in ("pending", "running", "done", "failed"):
+        assert (
+            f'issue_labeler_jobs_in_store{{status="{job_status}"}} {float(in_store.get(job_status, 0))}'
+            in text
+        )
