@@ -32,6 +32,7 @@ from training.dataset import IssueDataset
 from training.distill import distill_dataset
 from training.export import export_onnx, quantize_int8
 from training.finetune import positive_weights, predict_probabilities
+from training.machine import cpu_info
 from training.metrics import Thresholds, decide, scores, tune_thresholds
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -132,7 +133,10 @@ def main() -> int:
         print(f"student bundle: {saved}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"bundle": str(folder), "config": config.model_dump(), "rows": rows}, indent=2)
+        json.dumps(
+            {"bundle": str(folder), "config": config.model_dump(), "cpu": cpu_info(), "rows": rows},
+            indent=2,
+        )
     )
     print(f"written {args.out}")
     return 0

@@ -32,6 +32,7 @@ from training.config import TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, IssueDataset, build_dataset
 from training.finetune import finetune, predict_probabilities
 from training.jsonl_import import import_jsonl
+from training.machine import cpu_info
 from training.metrics import decide, scores, tune_thresholds
 from training.quickstart import DEFAULT_DATA_DIR, sample_settings
 from training.settings import load_settings
@@ -202,7 +203,9 @@ def _measure(
 
 def _write(out: Path, config: TrainingConfig, results: list[dict[str, object]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": config.model_dump(), "results": results}, indent=2))
+    out.write_text(
+        json.dumps({"config": config.model_dump(), "cpu": cpu_info(), "results": results}, indent=2)
+    )
 
 
 def learning_curve_table(results: list[dict[str, object]]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ from training.bundle import Bundle, write_manifest
 from training.classifier import load_classifier
 from training.dataset import DatasetConfig, IssueDataset, build_dataset
 from training.export import quantize_int8
+from training.machine import cpu_info, describe
 from training.metrics import scores
 from training.quickstart import sample_settings
 from training.settings import load_settings
@@ -142,6 +142,7 @@ def main() -> int:
             f"{row['model']:<14} {row['size_mb']:>6} {row['latency_p50_ms']:>8} {row['latency_p99_ms']:>8} "
             f"{row['speedup_p50']:>6} {row['batch32_texts_per_s']:>7} {row['test_micro_f1']:>9}"
         )
+    print(describe(cpu_info()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -149,7 +150,7 @@ def main() -> int:
                 "bundle": str(folder),
                 "threads": args.threads,
                 "sample_tokens": tokens,
-                "machine": platform.processor() or platform.machine(),
+                "cpu": cpu_info(),
                 "rows": rows,
             },
             indent=2,

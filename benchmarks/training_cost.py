@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from training.machine import cpu_info, describe
 from training.quickstart import DEFAULT_DATA_DIR, SAMPLE_TEMPLATE_LABELS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -67,12 +68,13 @@ def main() -> int:
         "counts": metrics["counts"],
         "test_micro_f1": metrics["test"]["micro_f1"],
         "test_macro_f1": metrics["test"]["macro_f1"],
-        "cpu_count": os.cpu_count(),
+        "cpu": cpu_info(),
     }
     print(f"full refresh of {REPO}: {row['wall_s'] / 60:.1f} min wall, peak RSS {row['peak_rss_mb']} MB")
     for stage, seconds in row["stages_s"].items():
         print(f"  {stage:<12} {seconds:>8.1f} s")
     print(f"test micro/macro F1 {row['test_micro_f1']:.3f} / {row['test_macro_f1']:.3f}")
+    print(describe(row["cpu"]))  # type: ignore[arg-type]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=2))
     print(f"written {args.out}")

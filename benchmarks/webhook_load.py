@@ -44,6 +44,7 @@ from tests.fakegithub import FakeGitHub
 from tests.fakegithub.app_keys import generate_app_keys
 from tests.fakegithub.ports import free_port
 from tests.fakegithub.seed import seed_from_jsonl
+from training.machine import cpu_info, describe
 from training.registry import Registry
 from training.store.db import SQLITE_SYNCHRONOUS
 from training.store.models import FetchCursor, Prediction, Repository, WebhookJob
@@ -305,13 +306,16 @@ def main() -> int:
             "during_refresh": str(args.during_refresh) if args.during_refresh else None,
             "refresh_fetch_seconds": refresh_fetch_seconds,
             "refresh_still_running_after_load": refresh_state == "running" if args.during_refresh else None,
+            "cpu": cpu_info(),
         }
     print(
         f"{result['deliveries']} deliveries at {args.rate}/s, concurrency {args.concurrency}, "
         f"{args.workers} workers x {args.onnx_threads} onnxruntime threads, bundle {precision}"
     )
     for key, value in result.items():
-        print(f"  {key:<32} {value}")
+        if key != "cpu":
+            print(f"  {key:<32} {value}")
+    print(describe(result["cpu"]))  # type: ignore[arg-type]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"written {args.out}")

@@ -37,6 +37,7 @@ from training.finetune import finetune, predict_probabilities
 from training.github_client import GitHubAuthError, GitHubClients
 from training.jsonl_import import import_jsonl
 from training.logs import configure_logging
+from training.machine import cpu_info
 from training.metrics import Thresholds, decide, exclusive_group, scores, tune_thresholds
 from training.model_card import model_card
 from training.refresh_runs import (
@@ -309,6 +310,7 @@ def run_refresh(
             "distillation": distillation,
             "counts": dataset.manifest()["counts"],
             "timings_s": timings,
+            "cpu": cpu_info(),  # what the timings were taken on
         }
         if config.keep_pytorch_model:
             model.save_pretrained(bundle_dir / "pytorch")

@@ -5,6 +5,7 @@ measured by benchmarks/, not here.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,7 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert metrics["served_precision"] in {"int8", "fp32"} and metrics["served_precision_reason"]
     assert set(metrics["counts"]) >= {"train", "validation", "test", "unlabeled"}
     assert {"data", "adapt", "finetune", "evaluate", "export", "quantize"} <= set(metrics["timings_s"])
+    assert metrics["cpu"]["cores"] == os.cpu_count() and metrics["cpu"]["arch"]  # what they were timed on
     assert metrics["adaptation"]["started_from"] == PACKAGED_MODEL
     assert 0 <= metrics["validation"]["best_checkpoint_micro_f1"] <= 1
     manifest = json.loads((result.bundle_dir / "data_manifest.json").read_text())
