@@ -191,6 +191,7 @@ def _measure(
                 "seed": config.seed,
                 "labels": len(labels),
                 "test_size": len(test[0]),
+                "split": data.split_method,
                 "seconds": round(time.monotonic() - started, 1),
             }
             for key in ("micro_f1", "macro_f1", "every_label_micro_f1", "every_label_macro_f1"):

@@ -58,6 +58,7 @@ class DatasetConfig:
     label_aliases: dict[str, str] = field(default_factory=dict)
     exclude_template_labels: bool = True
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    validation_split: str = "time"
     seed: int = 42
     # Bot labels nobody has reacted to count only after this many days (see _unconfirmed_bot_labels).
     bot_label_confirm_days: float = 7.0
@@ -71,6 +72,7 @@ class DatasetConfig:
             label_aliases=dict(settings.label_aliases),
             exclude_template_labels=settings.exclude_template_labels,
             split_fractions=settings.split_fractions,
+            validation_split=settings.validation_split,
             seed=settings.seed,
             bot_label_confirm_days=settings.feedback_accept_days,
             as_of=as_of,
@@ -158,6 +160,22 @@ def _time_split(examples: list[Example], fractions: tuple[float, float, float]) 
         )
         result[example.issue_id] = split
     return result
+
+
+def _stratified_validation(
+    examples: list[Example], by_time: dict[int, str], learned: list[str], config: DatasetConfig
+) -> dict[int, str]:
+    """Validation carved from everything older than the test issues, label proportions kept.
+
+    Labels drift: on scikit-learn the ``module:*`` labels are frequent in older issues and rare
+    in the newest, so a validation part of the next-newest issues holds no positive of them and
+    the bot may never apply them. Test stays the newest issues.
+    """
+    older = [e for e in examples if by_time[e.issue_id] != "test"]
+    train, validation, _test = config.split_fractions
+    return _stratified_split(
+        older, learned, (train / (train + validation), validation / (train + validation), 0.0), config.seed
+    )
 
 
 def _stratified_part(y: np.ndarray, fraction: float) -> np.ndarray:
@@ -366,6 +384,9 @@ def _assign_splits(
     if fresh:
         if all(e.created_at is not None for e in fresh):
             method, new = "time", _time_split(fresh, config.split_fractions)
+            if config.validation_split == "stratified":
+                method = "time+stratified-validation"
+                new |= _stratified_validation(fresh, new, learned, config)
         else:
             method = "iterative-stratification"
             new = _stratified_split(fresh, learned, config.split_fractions, config.seed)
@@ -398,7 +419,7 @@ def _carve_validation(
     train = [e for e in labeled if result[e.issue_id][0] == "train"]
     share = config.split_fractions[1] / (config.split_fractions[0] + config.split_fractions[1])
     fractions = (1.0 - share, share, 0.0)
-    if all(e.created_at is not None for e in train):
+    if config.validation_split == "time" and all(e.created_at is not None for e in train):
         carved = _time_split(train, fractions)
     else:
         carved = _stratified_split(train, learned, fractions, config.seed)

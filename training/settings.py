@@ -7,7 +7,7 @@ explicitly; nothing reads the environment from deep inside the code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     )
     split_fractions: tuple[float, float, float] = Field(
         default=(0.7, 0.1, 0.2), description="Train, validation and test fractions."
+    )
+    validation_split: Literal["time", "stratified"] = Field(
+        default="time",
+        description=(
+            "With dates, test is always the newest issues; validation is the next newest (time) or "
+            "carved from the older ones by iterative stratification (stratified), so rare labels that "
+            "drifted out of recent issues still have validation positives."
+        ),
     )
     seed: int = Field(default=42, description="Seed for splits and training.")
 

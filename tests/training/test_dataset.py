@@ -72,6 +72,25 @@ def test_sklearn_dataset_learns_what_maintainers_add_by_hand(sklearn_store: Stor
     assert targets.shape == (len(data.splits["test"]), 19) and targets.sum(axis=1).min() >= 1
 
 
+def test_stratified_validation_keeps_the_newest_issues_as_test(sklearn_store: Store) -> None:
+    with sklearn_store.session() as session:
+        by_time = build_dataset(session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW))
+        carved = build_dataset(
+            session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW, validation_split="stratified")
+        )
+    assert carved.split_method == "time+stratified-validation"
+    keys = {name: {e.key for e in carved.splits[name]} for name in carved.splits}
+    assert keys["test"] == {e.key for e in by_time.splits["test"]}
+    assert len(keys["validation"]) == len(by_time.splits["validation"])
+    assert keys["validation"] != {e.key for e in by_time.splits["validation"]}
+    # the time split leaves labels that drifted out of recent issues without a validation positive
+    assert (by_time.targets("validation").sum(axis=0) == 0).any()
+    assert (carved.targets("validation").sum(axis=0) >= 1).all()
+    assert max(e.created_at for e in carved.splits["validation"]) <= min(
+        e.created_at for e in carved.splits["test"]
+    )
+
+
 def test_recorded_split_is_kept_when_new_issues_arrive(
     store: Store, shared_data: Path, tmp_path: Path
 ) -> None:
