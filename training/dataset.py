@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
+from typing import Literal
 
 import numpy as np
 from skmultilearn.model_selection import IterativeStratification
@@ -58,7 +59,7 @@ class DatasetConfig:
     label_aliases: dict[str, str] = field(default_factory=dict)
     exclude_template_labels: bool = True
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    validation_split: str = "time"
+    validation_split: Literal["time", "stratified"] = "time"
     seed: int = 42
     # Bot labels nobody has reacted to count only after this many days (see _unconfirmed_bot_labels).
     bot_label_confirm_days: float = 7.0

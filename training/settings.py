@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         description=(
             "With dates, test is always the newest issues; validation is the next newest (time) or "
             "carved from the older ones by iterative stratification (stratified), so rare labels that "
-            "drifted out of recent issues still have validation positives."
+            "drifted out of recent issues still have validation positives. Applies to issues not split yet."
         ),
     )
     seed: int = Field(default=42, description="Seed for splits and training.")

@@ -71,6 +71,7 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"database_url": "sqlite:///x.db?synchronous=off"}, "use full or normal"),
         ({"github_api_url": "api.github.com"}, "must start with http"),
         ({"split_fractions": (0.5, 0.5, 0.5)}, "summing to 1"),
+        ({"validation_split": "random"}, "ISSUE_LABELER_VALIDATION_SPLIT"),
         ({"min_label_examples": 0}, "ISSUE_LABELER_MIN_LABEL_EXAMPLES"),
     ],
 )
