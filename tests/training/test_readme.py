@@ -10,3 +10,5 @@ def test_readme_configuration_reference_is_current() -> None:
         "README.md's configuration table is stale: regenerate it with "
         "`python -m training.settings_reference` and paste it between the settings-reference markers"
     )
+    assert readme.count("<!-- settings-reference:begin -->") == 1, "one settings table, markers once"
+    assert readme.count("<!-- settings-reference:end -->") == 1, "one settings table, markers once"
