@@ -173,10 +173,13 @@ def _stratified_validation(
     the bot may never apply them. Test stays the newest issues.
     """
     older = [e for e in examples if by_time[e.issue_id] != "test"]
-    train, validation, _test = config.split_fractions
-    return _stratified_split(
-        older, learned, (train / (train + validation), validation / (train + validation), 0.0), config.seed
-    )
+    return _stratified_split(older, learned, _without_test(config.split_fractions), config.seed)
+
+
+def _without_test(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Train and validation fractions of a part that holds no test issues."""
+    share = fractions[1] / (fractions[0] + fractions[1])
+    return (1.0 - share, share, 0.0)
 
 
 def _stratified_part(y: np.ndarray, fraction: float) -> np.ndarray:
@@ -418,8 +421,7 @@ def _carve_validation(
 ) -> None:
     """Given splits without a validation part: take it from their training part."""
     train = [e for e in labeled if result[e.issue_id][0] == "train"]
-    share = config.split_fractions[1] / (config.split_fractions[0] + config.split_fractions[1])
-    fractions = (1.0 - share, share, 0.0)
+    fractions = _without_test(config.split_fractions)
     if config.validation_split == "time" and all(e.created_at is not None for e in train):
         carved = _time_split(train, fractions)
     else:
