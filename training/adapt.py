@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from training.config import TrainingConfig
+from training.precision import trained_model, trains_in_bf16
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,12 @@ class MaskedOnlyTrainer(Trainer):
         if head is None or return_outputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
-        hidden = model.base_model(**inputs).last_hidden_state
-        masked = labels != -100
-        logits = head(hidden[masked])
-        return torch.nn.functional.cross_entropy(logits, labels[masked])
+        # the encoder and head are called directly, past the autocast that wraps model.forward
+        with self.accelerator.autocast():
+            hidden = model.base_model(**inputs).last_hidden_state
+            masked = labels != -100
+            logits = head(hidden[masked])
+        return torch.nn.functional.cross_entropy(logits.float(), labels[masked])
 
 
 def _mlm_head(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -94,11 +97,14 @@ def _train(
         save_strategy="no",
         logging_steps=50,
         use_cpu=True,
+        bf16=trains_in_bf16(config.mixed_precision),
         seed=config.seed,
         report_to=[],
         disable_tqdm=False,
     )
-    MaskedOnlyTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator).train()
+    trainer = MaskedOnlyTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    trainer.train()
+    trained_model(trainer)  # the same model object, its forward back to fp32
 
 
 @torch.no_grad()

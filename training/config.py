@@ -114,6 +114,11 @@ class TrainingConfig(BaseModel):
     )
     seed: int = 42
     torch_threads: int | None = Field(default=None, ge=1)
+    mixed_precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto",
+        description="train (adapt, fine-tune, distil) under bfloat16 autocast: auto does where the CPU "
+        "has AMX bfloat16 units, which run it ~1.4x faster; weights, thresholds and export stay fp32",
+    )
 
     def threshold_args(self) -> dict[str, object]:
         """The keyword arguments of ``metrics.tune_thresholds`` this config sets."""

@@ -34,6 +34,7 @@ from training.finetune import (
     predict_logits,
     validation_metrics,
 )
+from training.precision import trained_model
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class DistillationTrainer(Trainer):
         teacher_logits = inputs.pop("teacher_logits", None)
         known = inputs.pop("labeled", None)
         outputs = model(**inputs)
-        logits = outputs.logits
+        logits = outputs.logits.float()  # the loss in fp32 also under bf16 autocast
         if teacher_logits is None:  # evaluation on the validation split: plain BCE
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
             return (loss, outputs) if return_outputs else loss
@@ -174,7 +175,7 @@ def distill(
         pos_weight=pos_weight,
     )
     trainer.train()
-    model = trainer.model
+    model = trained_model(trainer)
     model.eval()
     return DistillResult(
         model=model,

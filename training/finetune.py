@@ -31,6 +31,7 @@ from transformers import (
 from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.metrics import best_global_threshold_f1, macro_average_precision
+from training.precision import trained_model, trains_in_bf16
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ class WeightedBCETrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, object]:
         labels = inputs.pop("labels")
         outputs = model(**inputs)
+        # in fp32 also under bf16 autocast: the loss of rare positives needs the precision
+        logits = outputs.logits.float()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            outputs.logits, labels.to(outputs.logits.dtype), pos_weight=self.pos_weight
+            logits, labels.to(logits.dtype), pos_weight=self.pos_weight
         )
         return (loss, outputs) if return_outputs else loss
 
@@ -147,7 +150,7 @@ def finetune(
         pos_weight=pos_weight,
     )
     trainer.train()
-    model = trainer.model
+    model = trained_model(trainer)
     model.eval()
     return FineTuneResult(
         model=model,
@@ -181,6 +184,7 @@ def best_checkpoint_args(
         greater_is_better=True,
         logging_steps=max(1, eval_every // 2),
         use_cpu=True,
+        bf16=trains_in_bf16(config.mixed_precision),
         seed=config.seed,
         report_to=[],
         **extra,  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 
 # Instruction sets that decide how fast int8 and fp32 matrix products run on x86.
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
@@ -36,3 +36,4 @@ def describe(info: dict[str, object]) -> str:
         f"cpu: {info.get('model_name') or info['arch']} (family/model {info.get('family_model')}), "
         f"{info['cores']} cores; {flags}"
     )
+
