@@ -34,6 +34,7 @@ from training.finetune import finetune, predict_probabilities
 from training.jsonl_import import import_jsonl
 from training.machine import cpu_info
 from training.metrics import decide, scores, tune_thresholds
+from training.precision import trains_in_bf16
 from training.quickstart import DEFAULT_DATA_DIR, sample_settings
 from training.settings import load_settings
 from training.store import Store
@@ -205,7 +206,15 @@ def _measure(
 def _write(out: Path, config: TrainingConfig, results: list[dict[str, object]]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"config": config.model_dump(), "cpu": cpu_info(), "results": results}, indent=2)
+        json.dumps(
+            {
+                "config": config.model_dump(),
+                "cpu": cpu_info(),
+                "training_precision": "bf16" if trains_in_bf16(config.mixed_precision) else "fp32",
+                "results": results,
+            },
+            indent=2,
+        )
     )
 
 

@@ -69,8 +69,12 @@ def main() -> int:
         "test_micro_f1": metrics["test"]["micro_f1"],
         "test_macro_f1": metrics["test"]["macro_f1"],
         "cpu": metrics["cpu"],  # as the refresh recorded it next to its timings
+        "training_precision": metrics["training_precision"],
     }
-    print(f"full refresh of {REPO}: {row['wall_s'] / 60:.1f} min wall, peak RSS {row['peak_rss_mb']} MB")
+    print(
+        f"full refresh of {REPO}: {row['wall_s'] / 60:.1f} min wall, peak RSS {row['peak_rss_mb']} MB, "
+        f"trained in {row['training_precision']}"
+    )
     for stage, seconds in row["stages_s"].items():
         print(f"  {stage:<12} {seconds:>8.1f} s")
     print(f"test micro/macro F1 {row['test_micro_f1']:.3f} / {row['test_macro_f1']:.3f}")

@@ -36,4 +36,3 @@ def describe(info: dict[str, object]) -> str:
         f"cpu: {info.get('model_name') or info['arch']} (family/model {info.get('family_model')}), "
         f"{info['cores']} cores; {flags}"
     )
-
