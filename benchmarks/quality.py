@@ -34,7 +34,7 @@ from training.finetune import finetune, predict_probabilities
 from training.jsonl_import import import_jsonl
 from training.machine import cpu_info
 from training.metrics import decide, scores, tune_thresholds
-from training.precision import trains_in_bf16
+from training.precision import training_precision
 from training.quickstart import DEFAULT_DATA_DIR, sample_settings
 from training.settings import load_settings
 from training.store import Store
@@ -210,7 +210,7 @@ def _write(out: Path, config: TrainingConfig, results: list[dict[str, object]]) 
             {
                 "config": config.model_dump(),
                 "cpu": cpu_info(),
-                "training_precision": "bf16" if trains_in_bf16(config.mixed_precision) else "fp32",
+                "training_precision": training_precision(config.mixed_precision),
                 "results": results,
             },
             indent=2,

@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from training.config import TrainingConfig
-from training.precision import trained_model, trains_in_bf16
+from training.precision import trained_model, training_precision
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def _train(
         save_strategy="no",
         logging_steps=50,
         use_cpu=True,
-        bf16=trains_in_bf16(config.mixed_precision),
+        bf16=training_precision(config.mixed_precision) == "bf16",
         seed=config.seed,
         report_to=[],
         disable_tqdm=False,

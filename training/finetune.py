@@ -31,7 +31,7 @@ from transformers import (
 from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.metrics import best_global_threshold_f1, macro_average_precision
-from training.precision import trained_model, trains_in_bf16
+from training.precision import trained_model, training_precision
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def best_checkpoint_args(
         greater_is_better=True,
         logging_steps=max(1, eval_every // 2),
         use_cpu=True,
-        bf16=trains_in_bf16(config.mixed_precision),
+        bf16=training_precision(config.mixed_precision) == "bf16",
         seed=config.seed,
         report_to=[],
         **extra,  # type: ignore[arg-type]

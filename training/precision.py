@@ -3,19 +3,23 @@ model back afterwards (what thresholds, evaluation and the ONNX export must see)
 
 from __future__ import annotations
 
+from typing import Literal
+
 from transformers import PreTrainedModel, Trainer
 
 from training.machine import cpu_info
 
+Precision = Literal["bf16", "fp32"]
 
-def trains_in_bf16(mixed_precision: str, info: dict[str, object] | None = None) -> bool:
-    """Whether training runs under bfloat16 autocast. ``auto`` only where AMX does the bf16
-    matrix products (measured 1.4x per fine-tuning step): CPUs without bf16 instructions emulate
-    it, slower than fp32, and AVX-512 BF16 alone has not been measured."""
+
+def training_precision(mixed_precision: str, info: dict[str, object] | None = None) -> Precision:
+    """What training runs in: ``bf16`` means under bfloat16 autocast. ``auto`` picks it only where
+    AMX does the bf16 matrix products (measured 1.4x per fine-tuning step); on other CPUs it has
+    not been measured (without bf16 instructions it is emulated)."""
     if mixed_precision != "auto":
-        return mixed_precision == "bf16"
+        return "bf16" if mixed_precision == "bf16" else "fp32"
     flags = (info if info is not None else cpu_info()).get("flags") or []
-    return "amx_bf16" in flags  # type: ignore[operator]
+    return "bf16" if "amx_bf16" in flags else "fp32"  # type: ignore[operator]
 
 
 def trained_model(trainer: Trainer) -> PreTrainedModel:

@@ -40,7 +40,7 @@ from training.logs import configure_logging
 from training.machine import cpu_info
 from training.metrics import Thresholds, decide, exclusive_group, scores, tune_thresholds
 from training.model_card import model_card
-from training.precision import trains_in_bf16
+from training.precision import training_precision
 from training.refresh_runs import (
     FAILED,
     PROMOTED,
@@ -312,7 +312,7 @@ def run_refresh(
             "counts": dataset.manifest()["counts"],
             "timings_s": timings,
             "cpu": cpu_info(),  # what the timings were taken on
-            "training_precision": "bf16" if trains_in_bf16(config.mixed_precision) else "fp32",
+            "training_precision": training_precision(config.mixed_precision),
         }
         if config.keep_pytorch_model:
             model.save_pretrained(bundle_dir / "pytorch")

@@ -11,23 +11,15 @@ import pytest
 import torch
 
 from tests.conftest import SHARED_DATA
+from tests.training.test_refresh import TINY
 from training.adapt import adapt_encoder
-from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
+from training.config import PACKAGED_MODEL, resolve_base_model
 from training.export import export_onnx
 from training.finetune import finetune, predict_probabilities
 from training.machine import cpu_info
-from training.precision import trains_in_bf16
+from training.precision import training_precision
 
-SHORT = TrainingConfig(
-    max_length=32,
-    mlm_max_length=32,
-    mlm_max_steps=2,
-    mlm_head_warmup_steps=1,
-    mlm_batch_size=8,
-    max_steps=2,
-    batch_size=8,
-    torch_threads=2,
-)
+SHORT = TINY.model_copy(update={"mlm_max_steps": 2, "mlm_head_warmup_steps": 1, "max_steps": 2})
 
 
 def _cpuinfo(tmp_path: Path, flags: str) -> dict[str, object]:
@@ -40,11 +32,11 @@ def test_auto_uses_bf16_only_where_amx_does_the_bf16_products(tmp_path: Path) ->
     amx = _cpuinfo(tmp_path, "fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8")
     avx512_bf16 = _cpuinfo(tmp_path, "fpu avx2 avx512f avx512_bf16")
     plain = _cpuinfo(tmp_path, "fpu avx2")
-    assert trains_in_bf16("auto", amx) is True
-    assert trains_in_bf16("auto", avx512_bf16) is False
-    assert trains_in_bf16("auto", plain) is False
-    assert trains_in_bf16("bf16", plain) is True
-    assert trains_in_bf16("fp32", amx) is False
+    assert training_precision("auto", amx) == "bf16"
+    assert training_precision("auto", avx512_bf16) == "fp32"
+    assert training_precision("auto", plain) == "fp32"
+    assert training_precision("bf16", plain) == "bf16"
+    assert training_precision("fp32", amx) == "fp32"
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
 from training.distill import keep_layers, shallow_copy
 from training.export import export_onnx
 from training.finetune import finetune, predict_probabilities
-from training.precision import trains_in_bf16
+from training.precision import training_precision
 from training.refresh import run_refresh
 from training.registry import Registry
 from training.settings import Settings
@@ -113,7 +113,7 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert set(metrics["counts"]) >= {"train", "validation", "test", "unlabeled"}
     assert {"data", "adapt", "finetune", "evaluate", "export", "quantize"} <= set(metrics["timings_s"])
     assert metrics["cpu"]["cores"] == os.cpu_count() and metrics["cpu"]["arch"]  # what they were timed on
-    assert metrics["training_precision"] == ("bf16" if trains_in_bf16(TINY.mixed_precision) else "fp32")
+    assert metrics["training_precision"] == training_precision(TINY.mixed_precision)
     assert metrics["adaptation"]["started_from"] == PACKAGED_MODEL
     assert 0 <= metrics["validation"]["best_checkpoint_micro_f1"] <= 1
     manifest = json.loads((result.bundle_dir / "data_manifest.json").read_text())
