@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -276,6 +277,14 @@ def main() -> int:
         ]
         answer_ms = [ms for _, status, ms in answers]
         errors = sum(1 for _, status, _ in answers if status != 202)
+        # 0 = no answer (the load generator's connection failed or timed out)
+        statuses = dict(sorted(Counter(str(status) for _, status, _ in answers).items()))
+        # what the bot said about whatever went wrong, kept before its folder is removed
+        bot_problems = [
+            line
+            for line in log_path.read_text(errors="replace").splitlines()
+            if " ERROR " in line or " WARNING " in line or "Traceback" in line
+        ][:50]
         doubled = sum(1 for times in posts.values() if len(times) > 1)
         predicted_nothing = len(bodies) - len(measured & posts.keys())
         result = {
@@ -298,6 +307,7 @@ def main() -> int:
             "stored_to_labels_received_p50_ms": _percentile(bot_to_labels_ms, 50),
             "stored_to_labels_received_p99_ms": _percentile(bot_to_labels_ms, 99),
             "errors": errors,
+            "answer_statuses": statuses,
             "issues_labeled": len(measured & posts.keys()),
             "issues_with_no_label_decided": predicted_nothing,
             "doubled_label_writes": doubled,
@@ -306,6 +316,7 @@ def main() -> int:
             "during_refresh": str(args.during_refresh) if args.during_refresh else None,
             "refresh_fetch_seconds": refresh_fetch_seconds,
             "refresh_still_running_after_load": refresh_state == "running" if args.during_refresh else None,
+            "bot_log_problems": bot_problems,
             "cpu": cpu_info(),
         }
     print(
@@ -313,8 +324,10 @@ def main() -> int:
         f"{args.workers} workers x {args.onnx_threads} onnxruntime threads, bundle {precision}"
     )
     for key, value in result.items():
-        if key != "cpu":
+        if key not in ("cpu", "bot_log_problems"):
             print(f"  {key:<32} {value}")
+    for line in bot_problems:
+        print(f"  bot: {line}")
     print(describe(result["cpu"]))  # type: ignore[arg-type]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from bot import feedback, signature
@@ -93,7 +94,22 @@ def create_app(services: BotServices) -> FastAPI:
         delivery = Delivery(delivery_id, event, payload)
         handled = services.handled(event)
         # The commit waits on the disk (and on SQLite's single writer): not on the event loop.
-        accepted = await run_in_threadpool(services.queue.accept, delivery, bytes(body), handled=handled)
+        try:
+            accepted = await run_in_threadpool(services.queue.accept, delivery, bytes(body), handled=handled)
+        except SQLAlchemyError as exc:
+            # Not stored, so not acknowledged: GitHub lists the delivery as failed, to redeliver.
+            services.metrics.deliveries.labels(event, "store_error").inc()
+            log.error(
+                "delivery %s (%s) not accepted, the store failed: %s; redeliver it once the store "
+                "is back (the App's settings, Advanced, Recent Deliveries)",
+                delivery_id,
+                event,
+                exc.__class__.__name__ + ": " + str(getattr(exc, "orig", exc)),
+            )
+            return JSONResponse(
+                {"error": "the store is unavailable; the delivery was not accepted", "delivery": delivery_id},
+                status_code=503,
+            )
         if not accepted:
             services.metrics.deliveries.labels(event, "duplicate").inc()
             services.workers.wake()  # a failed job may have been put back by the redelivery

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
+from sqlalchemy import event
 
 from tests.bot.conftest import REPO, BotUnderTest, start_bot
 from tests.bot.helpers import API_TOKEN, build_bundle, wait_for
@@ -42,6 +45,34 @@ def test_a_job_that_keeps_failing_is_kept_as_failed_with_its_error(bot: BotUnder
     assert bot.send_issue("opened", issue, delivery_id="f-1").status_code == 200
     wait_for(lambda: bot.job_status("f-1") == "done", what="the redelivered job")
     assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
+def test_a_delivery_the_store_cannot_take_is_refused_503_and_can_be_redelivered(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    def locked(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("INSERT INTO WEBHOOK_JOBS"):
+            # the database driver's own error, as a locked SQLite file or a lost server raises
+            raise conn.dialect.loaded_dbapi.OperationalError("database is locked")
+
+    issue = bot.open_issue()
+    engine = bot.services.store.engine
+    event.listen(engine, "before_cursor_execute", locked)
+    try:
+        with caplog.at_level(logging.ERROR, logger="bot.app"):
+            refused = bot.send_issue("opened", issue, delivery_id="s-1")
+    finally:
+        event.remove(engine, "before_cursor_execute", locked)
+    assert refused.status_code == 503 and "store is unavailable" in refused.json()["error"]
+    assert any("s-1" in r.message and "database is locked" in r.message for r in caplog.records)
+    assert bot.job_status("s-1") is None  # not acknowledged, so not half-stored either
+    metrics = bot.deliver.client.get("/metrics").text
+    assert 'issue_labeler_deliveries_total{event="issues",outcome="store_error"} 1.0' in metrics
+    # the store is back and GitHub redelivers: labeled once
+    assert bot.send_issue("opened", issue, delivery_id="s-1").status_code == 202
+    wait_for(lambda: bot.job_status("s-1") == "done", what="the redelivered job")
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    assert len(bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")) == 1
 
 
 def test_promoted_bundle_is_hot_swapped(
