@@ -247,6 +247,7 @@ def main() -> int:
             if warmup:
                 asyncio.run(_send_all(url, warmup, args.rate, args.concurrency))
                 _wait(lambda: _finished(url) >= len(warmup), bot, log_path, timeout=120)
+            bot_cpu, own_cpu = _process_cpu_seconds(bot.pid), time.process_time()
             started = time.time()
             sent_at, answers = asyncio.run(_send_all(url, bodies, args.rate, args.concurrency))
             send_seconds = time.time() - started
@@ -254,6 +255,13 @@ def main() -> int:
             while time.time() < deadline and _finished(url) < len(warmup) + len(bodies):
                 time.sleep(0.2)
             unfinished = len(warmup) + len(bodies) - int(_finished(url))
+            bot_cpu_end = _process_cpu_seconds(bot.pid)
+            bot_cpu_ms = (
+                round((bot_cpu_end - bot_cpu) * 1000 / len(bodies), 1)
+                if bot_cpu is not None and bot_cpu_end is not None and bodies
+                else None
+            )
+            own_cpu_ms = round((time.process_time() - own_cpu) * 1000 / max(len(bodies), 1), 1)
             if args.during_refresh:
                 refresh_state = _refresh_status(url, args.repo)
         finally:
@@ -312,6 +320,9 @@ def main() -> int:
             "issues_with_no_label_decided": predicted_nothing,
             "doubled_label_writes": doubled,
             "jobs_not_finished": unfinished,
+            # CPU per delivery: what a rate costs of the cores (2 cores = 2,000 ms per second)
+            "bot_cpu_ms_per_delivery": bot_cpu_ms,
+            "load_and_fake_github_cpu_ms_per_delivery": own_cpu_ms,
             "mean_answer_ms": round(statistics.fmean(answer_ms), 1) if answer_ms else None,
             "during_refresh": str(args.during_refresh) if args.during_refresh else None,
             "refresh_fetch_seconds": refresh_fetch_seconds,
@@ -333,6 +344,15 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2))
     print(f"written {args.out}")
     return 0
+
+
+def _process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a running process, all its threads (Linux); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _bot_stamps(database: Path) -> dict[str, tuple[float, float]]:
