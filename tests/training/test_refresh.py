@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import make_settings
-from training.bundle import Bundle, BundleError, write_manifest
+from training.bundle import Bundle, BundleError, inference_session, write_manifest
 from training.classifier import load_classifier
 from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
 from training.distill import keep_layers, shallow_copy
@@ -189,10 +189,17 @@ def test_stages_compose_by_hand_and_onnx_matches_pytorch(
     thresholds = {"thresholds": {n: 0.5 for n in labels}, "reliable": {n: True for n in labels}}
     (folder / "thresholds.json").write_text(json.dumps(thresholds))
     write_manifest(folder, {"version": "by-hand", "repo": REPO, "max_length": 32, "precision": "fp32"})
-    onnx = Bundle(folder).probabilities(texts)
+    onnx_probs = Bundle(folder).probabilities(texts)
     torch_probs = predict_probabilities(tuned.model, tuned.tokenizer, texts, max_length=32)
-    assert onnx.shape == (len(texts), 2)
-    assert np.abs(onnx - torch_probs).max() <= 1e-4
+    assert onnx_probs.shape == (len(texts), 2)
+    assert np.abs(onnx_probs - torch_probs).max() <= 1e-4
+    # Fused attention, but Add + LayerNormalization left apart (faster than onnxruntime's
+    # SkipLayerNormalization), in the file and in the graph onnxruntime runs.
+    exported = {n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node}
+    assert {"Attention", "LayerNormalization"} <= exported and "SkipLayerNormalization" not in exported
+    inference_session(folder / "model.onnx", 1, save_optimized_to=tmp_path / "as_run.onnx")
+    as_run = {n.op_type for n in onnx.load(str(tmp_path / "as_run.onnx")).graph.node}
+    assert "LayerNormalization" in as_run and "SkipLayerNormalization" not in as_run
 
 
 def test_refresh_cli_rejects_a_bad_config_file(tmp_path: Path) -> None:
