@@ -45,7 +45,7 @@ from tests.fakegithub import FakeGitHub
 from tests.fakegithub.app_keys import generate_app_keys
 from tests.fakegithub.ports import free_port
 from tests.fakegithub.seed import seed_from_jsonl
-from training.machine import cpu_info, describe
+from training.machine import cpu_info, cpu_steal_seconds, describe
 from training.registry import Registry
 from training.store.db import SQLITE_SYNCHRONOUS
 from training.store.models import FetchCursor, Prediction, Repository, WebhookJob
@@ -248,6 +248,7 @@ def main() -> int:
                 asyncio.run(_send_all(url, warmup, args.rate, args.concurrency))
                 _wait(lambda: _finished(url) >= len(warmup), bot, log_path, timeout=120)
             bot_cpu, own_cpu = _process_cpu_seconds(bot.pid), time.process_time()
+            steal = cpu_steal_seconds()
             started = time.time()
             sent_at, answers = asyncio.run(_send_all(url, bodies, args.rate, args.concurrency))
             send_seconds = time.time() - started
@@ -256,6 +257,12 @@ def main() -> int:
                 time.sleep(0.2)
             unfinished = len(warmup) + len(bodies) - int(_finished(url))
             bot_cpu_end = _process_cpu_seconds(bot.pid)
+            steal_end, load_seconds = cpu_steal_seconds(), time.time() - started
+            steal_pct = (
+                round(100 * (steal_end - steal) / (load_seconds * (os.cpu_count() or 1)), 1)
+                if steal is not None and steal_end is not None
+                else None
+            )
             bot_cpu_ms = (
                 round((bot_cpu_end - bot_cpu) * 1000 / len(bodies), 1)
                 if bot_cpu is not None and bot_cpu_end is not None and bodies
@@ -323,6 +330,8 @@ def main() -> int:
             # CPU per delivery: what a rate costs of the cores (2 cores = 2,000 ms per second)
             "bot_cpu_ms_per_delivery": bot_cpu_ms,
             "load_and_fake_github_cpu_ms_per_delivery": own_cpu_ms,
+            # the share of the cores another VM on the same host took meanwhile (noisy neighbours)
+            "cpu_steal_percent": steal_pct,
             "mean_answer_ms": round(statistics.fmean(answer_ms), 1) if answer_ms else None,
             "during_refresh": str(args.during_refresh) if args.during_refresh else None,
             "refresh_fetch_seconds": refresh_fetch_seconds,

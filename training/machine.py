@@ -36,3 +36,17 @@ def describe(info: dict[str, object]) -> str:
         f"cpu: {info.get('model_name') or info['arch']} (family/model {info.get('family_model')}), "
         f"{info['cores']} cores; {flags}"
     )
+
+
+def cpu_steal_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+    """CPU time the hypervisor gave other guests, all cores together (Linux; None elsewhere).
+
+    On a shared VM a burst of it slows a benchmark run several-fold; recording it tells such a
+    run from a slower build."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
