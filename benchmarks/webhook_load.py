@@ -4,9 +4,12 @@ The bot runs as its own process, serving the bundle in service from ``--registry
 ``--repo``; GitHub is the tests' fake server on 127.0.0.1. Reports deliveries accepted per
 second, the time to answer a delivery, the time from sending a delivery to the labels reaching
 the fake GitHub (p50/p99), the bot's own part of it (delivery stored -> labels received by the
-fake GitHub, and -> labels written, the GitHub reply included, from its store), errors, and lost
-or doubled labels. The first ``--warmup`` deliveries are sent the same way but left out of the
-timings (first connections, first queries). Prints a table and writes JSON.
+fake GitHub, and -> labels written, the GitHub reply included, from its store), errors (the
+answers' statuses, and the bot's warnings and errors from its log), lost or doubled labels, the
+CPU time per delivery of the bot and of this process, and the CPU steal time meanwhile (on a
+shared VM, other guests taking the cores explain a slow run). The first ``--warmup``
+deliveries are sent the same way but left out of the timings (first connections, first
+queries). Prints a table and writes JSON.
 
     python -m benchmarks.webhook_load --registry var/models --repo scikit-learn/scikit-learn \\
         --deliveries 400 --rate 20 --concurrency 8
