@@ -23,9 +23,9 @@ from training.metrics import Thresholds, decide
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
 # onnxruntime fusions that make the INT8 model slower on CPU: its SkipLayerNormalization kernel
-# took 0.33 ms where Add + LayerNormalization take 0.07 (one 218 x 384 activation, 2 threads), so
-# a 6-layer prediction ran 12-18% faster and used 12-15% less CPU without it (2026-12-01, Intel
-# Xeon). Export leaves the pattern unfused too (training.export).
+# took 0.33 ms where Add + LayerNormalization took 0.12 (one 218 x 384 activation, 2 threads,
+# call overhead included), so a 6-layer prediction ran 12-19% faster and used 11-18% less CPU
+# without it (2026-12-01, Intel Xeon). Export leaves the pattern unfused too (training.export).
 SLOW_FUSIONS = ["SkipLayerNormFusion"]
 
 

@@ -75,7 +75,7 @@ def fuse_transformer_ops(path: Path, config: object) -> Path:
     """Rewrite the graph with onnxruntime's fused Attention/EmbedLayerNorm/BiasGelu ops, in place.
 
     Only the eager-attention graph is recognised; the fused graph is what makes INT8 pay off
-    (about 3x faster than PyTorch here, against 2x unfused).
+    (2.2-2.75x faster than PyTorch on the machines measured, against 1.2-2x unfused).
     """
     model_type = str(getattr(config, "model_type", ""))
     if model_type not in FUSABLE:

@@ -47,6 +47,6 @@ def cpu_steal_seconds(stat: Path = Path("/proc/stat")) -> float | None:
         fields = stat.read_text().splitlines()[0].split()
     except (OSError, IndexError):
         return None
-    if fields[0] != "cpu" or len(fields) < 9:
+    if len(fields) < 9 or fields[0] != "cpu":
         return None
     return int(fields[8]) / os.sysconf("SC_CLK_TCK")
