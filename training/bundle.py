@@ -24,7 +24,7 @@ BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
 # onnxruntime fusions that make the INT8 model slower on CPU: its SkipLayerNormalization kernel
 # took 0.33 ms where Add + LayerNormalization took 0.12 (one 218 x 384 activation, 2 threads,
-# call overhead included), so a 6-layer prediction ran 12-19% faster and used 11-18% less CPU
+# call overhead included), so a 6-layer prediction ran 8-19% faster and used 11-18% less CPU
 # without it (2026-12-01, Intel Xeon). Export leaves the pattern unfused too (training.export).
 SLOW_FUSIONS = ["SkipLayerNormFusion"]
 
