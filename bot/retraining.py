@@ -37,6 +37,7 @@ from training.store.upserts import get_repository, now
 log = logging.getLogger(__name__)
 
 SCHEDULED_JOB, CHECK_JOB = "issue-labeler-scheduled-refresh", "issue-labeler-early-refresh-check"
+JOBS_TABLE = "apscheduler_jobs"
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class Retrainer:
     def start(self) -> None:
         _RETRAINERS["default"] = self
         scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine, tablename="apscheduler_jobs")},
+            jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine, tablename=JOBS_TABLE)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 24 * 3600},
             timezone=UTC,
         )

@@ -6,7 +6,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+
 from bot.retraining import (
+    JOBS_TABLE,
     SCHEDULED_JOB,
     RefreshRequest,
     Retrainer,
@@ -83,6 +87,20 @@ def _retrainer(
     )
 
 
+def _miss_the_next_occasion(store: Store) -> None:
+    """Leave what a bot down across an occasion leaves: a stored next run time in the past.
+
+    Written to the job store while no scheduler runs on it: a live scheduler, even paused, may be
+    half-way through a look at due jobs and run the changed job at once.
+    """
+    jobs = SQLAlchemyJobStore(engine=store.engine, tablename=JOBS_TABLE)
+    jobs.start(BackgroundScheduler(timezone=UTC), "default")  # never started; lends the store a scheduler
+    job = jobs.lookup_job(SCHEDULED_JOB)
+    assert job is not None
+    job.next_run_time = datetime.now(UTC) - timedelta(minutes=5)
+    jobs.update_job(job)
+
+
 def test_the_schedule_survives_a_restart_and_a_missed_occasion_runs_once(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -107,10 +125,8 @@ def test_the_schedule_survives_a_restart_and_a_missed_occasion_runs_once(
         jobs = second.scheduler.get_jobs()
         assert sorted(job.id for job in jobs) == sorted([SCHEDULED_JOB, "issue-labeler-early-refresh-check"])
         assert second.scheduler.get_job(SCHEDULED_JOB).next_run_time == planned  # not pushed back
-        # the bot is down across an occasion: its stored next run time is in the past
-        second.scheduler.pause()
-        second.scheduler.modify_job(SCHEDULED_JOB, next_run_time=datetime.now(UTC) - timedelta(minutes=5))
         second.stop()
+        _miss_the_next_occasion(store)
         assert launches.requests == []
 
         third = _retrainer(settings, store, launches, clock=occasion + timedelta(hours=2))
