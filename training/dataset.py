@@ -59,7 +59,7 @@ class DatasetConfig:
     label_aliases: dict[str, str] = field(default_factory=dict)
     exclude_template_labels: bool = True
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    validation_split: Literal["time", "stratified"] = "time"
+    validation_split: Literal["time", "stratified", "covered"] = "time"
     seed: int = 42
     # Bot labels nobody has reacted to count only after this many days (see _unconfirmed_bot_labels).
     bot_label_confirm_days: float = 7.0
@@ -174,6 +174,26 @@ def _stratified_validation(
     """
     older = [e for e in examples if by_time[e.issue_id] != "test"]
     return _stratified_split(older, learned, _without_test(config.split_fractions), config.seed)
+
+
+def _covered_validation(
+    examples: list[Example], by_time: dict[int, str], learned: list[str]
+) -> dict[int, str]:
+    """Time-ordered validation, plus the newest training issue of each label it has no positive of.
+
+    Validation stays the next-newest issues (thresholds fit what the bot meets next), while a
+    label that drifted out of recent issues still gets a validation positive to be judged by,
+    instead of being marked unreliable for want of one. Test is untouched.
+    """
+    result = dict(by_time)
+    wanted = set(learned)
+    covered = {name for e in examples if result[e.issue_id] == "validation" for name in e.labels}
+    for example in sorted(examples, key=lambda e: (e.created_at, e.issue_id), reverse=True):
+        missing = (set(example.labels) & wanted) - covered
+        if result[example.issue_id] == "train" and missing:
+            result[example.issue_id] = "validation"
+            covered |= missing
+    return result
 
 
 def _without_test(fractions: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -391,6 +411,9 @@ def _assign_splits(
             if config.validation_split == "stratified":
                 method = "time+stratified-validation"
                 new |= _stratified_validation(fresh, new, learned, config)
+            elif config.validation_split == "covered":
+                method = "time+covered-validation"
+                new = _covered_validation(fresh, new, learned)
         else:
             method = "iterative-stratification"
             new = _stratified_split(fresh, learned, config.split_fractions, config.seed)
@@ -422,8 +445,10 @@ def _carve_validation(
     """Given splits without a validation part: take it from their training part."""
     train = [e for e in labeled if result[e.issue_id][0] == "train"]
     fractions = _without_test(config.split_fractions)
-    if config.validation_split == "time" and all(e.created_at is not None for e in train):
+    if config.validation_split != "stratified" and all(e.created_at is not None for e in train):
         carved = _time_split(train, fractions)
+        if config.validation_split == "covered":
+            carved = _covered_validation(train, carved, learned)
     else:
         carved = _stratified_split(train, learned, fractions, config.seed)
     stamp = now()

@@ -133,12 +133,14 @@ class Settings(BaseSettings):
     split_fractions: tuple[float, float, float] = Field(
         default=(0.7, 0.1, 0.2), description="Train, validation and test fractions."
     )
-    validation_split: Literal["time", "stratified"] = Field(
+    validation_split: Literal["time", "stratified", "covered"] = Field(
         default="time",
         description=(
-            "With dates, test is always the newest issues; validation is the next newest (time) or "
-            "carved from the older ones by iterative stratification (stratified), so rare labels that "
-            "drifted out of recent issues still have validation positives. Applies to issues not split yet."
+            "With dates, test is always the newest issues; validation is the next newest (time), "
+            "carved from the older ones by iterative stratification (stratified), or the next newest "
+            "plus the newest older issue of each label they lack (covered) — the last two so that "
+            "rare labels that drifted out of recent issues still have validation positives. Applies "
+            "to issues not split yet."
         ),
     )
     seed: int = Field(default=42, description="Seed for splits and training.")

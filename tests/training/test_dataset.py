@@ -91,6 +91,34 @@ def test_stratified_validation_keeps_the_newest_issues_as_test(sklearn_store: St
     )
 
 
+def test_covered_validation_adds_the_newest_issue_of_each_label_it_lacks(sklearn_store: Store) -> None:
+    with sklearn_store.session() as session:
+        by_time = build_dataset(session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW))
+        covered = build_dataset(
+            session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW, validation_split="covered")
+        )
+    assert covered.split_method == "time+covered-validation"
+    keys = {name: {e.key for e in covered.splits[name]} for name in covered.splits}
+    before = {name: {e.key for e in by_time.splits[name]} for name in by_time.splits}
+    assert keys["test"] == before["test"]
+    moved = keys["validation"] - before["validation"]
+    assert before["validation"] < keys["validation"] and keys["train"] == before["train"] - moved
+    lacking = {
+        name
+        for name, n in zip(by_time.label_names, by_time.targets("validation").sum(axis=0), strict=True)
+        if n == 0
+    }
+    assert lacking and (covered.targets("validation").sum(axis=0) >= 1).all()
+    # the newest training issue of each lacking label, and nothing else
+    newest = {
+        max(
+            (e for e in by_time.splits["train"] if name in e.labels), key=lambda e: (e.created_at, e.issue_id)
+        ).key
+        for name in lacking
+    }
+    assert moved == newest
+
+
 def test_recorded_split_is_kept_when_new_issues_arrive(
     store: Store, shared_data: Path, tmp_path: Path
 ) -> None:
