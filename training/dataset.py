@@ -59,7 +59,7 @@ class DatasetConfig:
     label_aliases: dict[str, str] = field(default_factory=dict)
     exclude_template_labels: bool = True
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    validation_split: Literal["time", "stratified", "covered"] = "time"
+    validation_split: Literal["time", "stratified", "covered"] = "covered"
     seed: int = 42
     # Bot labels nobody has reacted to count only after this many days (see _unconfirmed_bot_labels).
     bot_label_confirm_days: float = 7.0

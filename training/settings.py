@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         default=(0.7, 0.1, 0.2), description="Train, validation and test fractions."
     )
     validation_split: Literal["time", "stratified", "covered"] = Field(
-        default="time",
+        default="covered",
         description=(
             "With dates, test is always the newest issues; validation is the next newest (time), "
             "carved from the older ones by iterative stratification (stratified), or the next newest "

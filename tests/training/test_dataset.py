@@ -41,7 +41,7 @@ def sklearn_store(store: Store, shared_data: Path) -> Store:
 
 
 def test_sklearn_dataset_learns_what_maintainers_add_by_hand(sklearn_store: Store, shared_data: Path) -> None:
-    config = DatasetConfig(exclude_labels=WORKFLOW)
+    config = DatasetConfig(exclude_labels=WORKFLOW, validation_split="time")
     with sklearn_store.session() as session:
         data = build_dataset(session, [SKLEARN], config)
     for form_label in SKLEARN_FORMS:
@@ -74,7 +74,9 @@ def test_sklearn_dataset_learns_what_maintainers_add_by_hand(sklearn_store: Stor
 
 def test_stratified_validation_keeps_the_newest_issues_as_test(sklearn_store: Store) -> None:
     with sklearn_store.session() as session:
-        by_time = build_dataset(session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW))
+        by_time = build_dataset(
+            session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW, validation_split="time")
+        )
         carved = build_dataset(
             session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW, validation_split="stratified")
         )
@@ -93,10 +95,10 @@ def test_stratified_validation_keeps_the_newest_issues_as_test(sklearn_store: St
 
 def test_covered_validation_adds_the_newest_issue_of_each_label_it_lacks(sklearn_store: Store) -> None:
     with sklearn_store.session() as session:
-        by_time = build_dataset(session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW))
-        covered = build_dataset(
-            session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW, validation_split="covered")
+        by_time = build_dataset(
+            session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW, validation_split="time")
         )
+        covered = build_dataset(session, [SKLEARN], DatasetConfig(exclude_labels=WORKFLOW))  # the default
     assert covered.split_method == "time+covered-validation"
     keys = {name: {e.key for e in covered.splits[name]} for name in covered.splits}
     before = {name: {e.key for e in by_time.splits[name]} for name in by_time.splits}
