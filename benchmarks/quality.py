@@ -9,7 +9,9 @@ Prints a table and writes JSON. Slow: each transformer fine-tune takes minutes o
     python benchmarks/quality.py --datasets sklearn --seeds 42,43,44   # the spread between runs
 
 For the transformer, micro / macro F1 are as served (labels it may not apply count as misses);
-``every_label_*`` scores it on every label, as the baselines are scored.
+``every_label_*`` scores it on every label, as the baselines are scored. ``macro_ap`` (mean
+average precision over the labels with a test positive) needs no threshold: it tells how well
+each method ranks, apart from the thresholds tuned on a small validation split.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from training.dataset import DatasetConfig, IssueDataset, build_dataset
 from training.finetune import finetune, predict_probabilities
 from training.jsonl_import import import_jsonl
 from training.machine import cpu_info
-from training.metrics import decide, scores, tune_thresholds
+from training.metrics import decide, macro_average_precision, scores, tune_thresholds
 from training.precision import training_precision
 from training.quickstart import DEFAULT_DATA_DIR, sample_settings
 from training.settings import load_settings
@@ -92,6 +94,7 @@ def _transformer(
             test_targets=data.targets("test"),
         )
     return served | {
+        "macro_ap": macro_average_precision(data.targets("test"), test_probs),
         "every_label_micro_f1": every["micro_f1"],
         "every_label_macro_f1": every["macro_f1"],
         "applied_labels": sum(thresholds.reliable.values()),
@@ -135,6 +138,7 @@ def main() -> int:
                     print(
                         f"{name:<10} {row['method']:<17} train {row['train_size']:>5}  seed {seed}  "
                         f"micro F1 {row['micro_f1']:.3f}  macro F1 {row['macro_f1']:.3f}  "
+                        f"macro AP {row['macro_ap']:.3f}  "
                         f"({row['seconds']:.0f}s)",
                         flush=True,
                     )
@@ -195,7 +199,7 @@ def _measure(
                 "split": data.split_method,
                 "seconds": round(time.monotonic() - started, 1),
             }
-            for key in ("micro_f1", "macro_f1", "every_label_micro_f1", "every_label_macro_f1"):
+            for key in ("micro_f1", "macro_f1", "macro_ap", "every_label_micro_f1", "every_label_macro_f1"):
                 if key in result:
                     row[key] = round(float(result[key]), 4)  # type: ignore[arg-type]
             if "applied_labels" in result:

@@ -10,19 +10,29 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import MultinomialNB
 from skmultilearn.problem_transform import BinaryRelevance
 
-from training.metrics import decide, scores, tune_thresholds
+from training.metrics import decide, macro_average_precision, scores, tune_thresholds
 
 
 def naive_bayes(
     label_names: list[str], train: tuple[list[str], np.ndarray], test: tuple[list[str], np.ndarray]
 ) -> dict[str, object]:
-    """Chapter 9's baseline: BinaryRelevance(MultinomialNB) on word counts."""
+    """Chapter 9's baseline: BinaryRelevance(MultinomialNB) on word counts.
+
+    Labels without a training positive are never predicted (a one-class Naive Bayes could only
+    say no), and their probabilities are 0."""
     vectorizer = CountVectorizer()
     x_train = vectorizer.fit_transform(train[0])
+    present = train[1].sum(axis=0) > 0
     model = BinaryRelevance(classifier=MultinomialNB(), require_dense=[False, True])
-    model.fit(x_train, sparse.csr_matrix(train[1]))
-    predicted = model.predict(vectorizer.transform(test[0]))
-    return scores(label_names, test[1], predicted.toarray())
+    model.fit(x_train, sparse.csr_matrix(train[1][:, present]))
+    x_test = vectorizer.transform(test[0])
+    predicted = np.zeros(test[1].shape, dtype=int)
+    predicted[:, present] = model.predict(x_test).toarray()
+    probabilities = np.zeros(test[1].shape)
+    probabilities[:, present] = model.predict_proba(x_test).toarray()
+    return scores(label_names, test[1], predicted) | {
+        "macro_ap": macro_average_precision(test[1], probabilities)
+    }
 
 
 def tfidf_logreg(
@@ -46,4 +56,7 @@ def tfidf_logreg(
     thresholds = tune_thresholds(label_names, validation[1], probabilities(validation[0]), f1_floor=0.0)
     # A baseline gets every label it has seen; labels absent from validation get the shared threshold.
     thresholds.reliable = {name: bool(present[i]) for i, name in enumerate(label_names)}
-    return scores(label_names, test[1], decide(probabilities(test[0]), label_names, thresholds))
+    test_probabilities = probabilities(test[0])
+    return scores(label_names, test[1], decide(test_probabilities, label_names, thresholds)) | {
+        "macro_ap": macro_average_precision(test[1], test_probabilities)
+    }

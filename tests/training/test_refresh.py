@@ -23,7 +23,7 @@ from training.distill import keep_layers, shallow_copy
 from training.export import export_onnx
 from training.finetune import finetune, predict_probabilities
 from training.precision import training_precision
-from training.refresh import run_refresh
+from training.refresh import run_refresh, summary_table
 from training.registry import Registry
 from training.settings import Settings
 from training.store import Store
@@ -100,10 +100,13 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     } <= files
 
     metrics = json.loads((result.bundle_dir / "metrics.json").read_text())
-    for key in ("micro_f1", "macro_f1", "per_label"):
+    for key in ("micro_f1", "macro_f1", "macro_ap", "per_label"):
         assert key in metrics["test"]
     for baseline in ("naive_bayes", "tfidf_logreg"):
         assert 0 <= metrics["baselines"][baseline]["micro_f1"] <= 1
+        assert 0 < metrics["baselines"][baseline]["macro_ap"] <= 1
+    # The served INT8 model ranks the test issues as the PyTorch one does, give or take rounding.
+    assert metrics["onnx_int8"]["macro_ap"] == pytest.approx(metrics["test"]["macro_ap"], abs=0.05)
     assert metrics["onnx_fp32"]["max_prob_diff_vs_pytorch"] <= 1e-4
     assert (
         "micro_f1" in metrics["onnx_int8"]
@@ -118,7 +121,12 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert 0 <= metrics["validation"]["best_checkpoint_micro_f1"] <= 1
     manifest = json.loads((result.bundle_dir / "data_manifest.json").read_text())
     assert len(manifest["split_hash"]) == 64
-    assert "Bug" in (result.bundle_dir / "MODEL_CARD.md").read_text()
+    card = (result.bundle_dir / "MODEL_CARD.md").read_text()
+    assert "Bug" in card and f"| {metrics['test']['macro_ap']:.3f} |" in card
+    table = summary_table(result)  # what the command prints at the end
+    assert "macro AP" in table
+    tfidf_row = next(line for line in table.splitlines() if line.startswith("TF-IDF + LR baseline"))
+    assert tfidf_row.endswith(f"{metrics['baselines']['tfidf_logreg']['macro_ap']:.3f}")
 
     bundle = registry.load_current(REPO)
     assert bundle is not None and bundle.labels == metrics["labels"]
