@@ -19,7 +19,7 @@ from training.records import IssueRecord, LabelRecord, RecordError, parse_dateti
 from training.settings import Settings
 from training.store import Store
 from training.store.models import Installation, Repository
-from training.store.upserts import LabelCatalogue, ensure_repository, get_repository, now, upsert_issue
+from training.store.upserts import LabelCatalogue, ensure_repository, now, upsert_issue
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,13 @@ class EventHandlers:
     # -- installation --------------------------------------------------------------------------
     def _installed(self, repo: str) -> bool:
         with self.store.session() as session:
-            repository = get_repository(session, repo)
-            if repository is None:
-                return False
-            row = session.get(Installation, repository.id)
-            return row is not None and row.active
+            return bool(
+                session.scalar(
+                    select(Installation.active)
+                    .join(Repository, Repository.id == Installation.repository_id)
+                    .where(Repository.full_name == repo)
+                )
+            )
 
     def installed_repositories(self) -> list[str]:
         """The repositories the bot serves: where the App is installed, or (with a token instead

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bot import feedback
@@ -149,16 +150,19 @@ class Labeler:
             return Outcome(f"nothing applied: {plan.reason}")
         if not plan.applied:
             self.gateway.add_labels(repo, installation_id, number, plan.labels)
-            with self.store.session() as session:
-                session.get(Prediction, plan.id).applied_at = now()  # type: ignore[union-attr]
+            self._stamp(plan, applied_at=now())
             for name in plan.labels:
                 self.metrics.labels_applied.labels(repo, name).inc()
             log.info("%s#%d labeled %s with bundle %s", repo, number, plan.labels, plan.version)
         if comment and not plan.commented:
             self.gateway.comment(repo, installation_id, number, comment_text(plan.labels, plan.scores))
-            with self.store.session() as session:
-                session.get(Prediction, plan.id).commented_at = now()  # type: ignore[union-attr]
+            self._stamp(plan, commented_at=now())
         return Outcome(f"applied {plan.labels}")
+
+    def _stamp(self, plan: _Plan, **values: datetime) -> None:
+        """Record that a step of the plan reached GitHub, so a retried job does not repeat it."""
+        with self.store.session() as session:
+            session.execute(update(Prediction).where(Prediction.id == plan.id).values(**values))
 
 
 @dataclass(frozen=True)
@@ -190,16 +194,27 @@ class _Plan:
 
 def _has_labels(session: Session, repo: str) -> bool:
     """Whether the repository's label catalogue was ever read (else it is synced first)."""
-    repository = get_repository(session, repo)
-    return repository is not None and (
-        session.scalar(select(Label.id).where(Label.repository_id == repository.id).limit(1)) is not None
+    return (
+        session.scalar(
+            select(Label.id)
+            .join(Repository, Repository.id == Label.repository_id)
+            .where(Repository.full_name == repo)
+            .limit(1)
+        )
+        is not None
     )
 
 
 def current_names(session: Session, repository: Repository, bundle: Bundle) -> dict[str, str | None]:
     """Each bundle label's name in the repository now: renames followed by node id, deleted or
     never-created labels None."""
-    rows = session.scalars(select(Label).where(Label.repository_id == repository.id)).all()
+    node_ids = [node for node in bundle.label_node_ids.values() if node]
+    rows = session.scalars(
+        select(Label).where(
+            Label.repository_id == repository.id,
+            or_(Label.name.in_(bundle.labels), Label.node_id.in_(node_ids)),
+        )
+    ).all()
     by_node = {row.node_id: row for row in rows if row.node_id}
     live_by_name = {row.name: row for row in rows if row.deleted_at is None}
     names: dict[str, str | None] = {}

@@ -58,12 +58,21 @@ class LabelCatalogue:
     def __init__(self, session: Session, repository: Repository) -> None:
         self.session = session
         self.repository = repository
-        rows = session.scalars(select(Label).where(Label.repository_id == repository.id)).all()
+        self._loaded = False  # read on first use: most new issues carry no label at all
+        self._by_node: dict[str, Label] = {}
+        self._by_name: dict[str, Label] = {}
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        rows = self.session.scalars(select(Label).where(Label.repository_id == self.repository.id)).all()
         self._by_node = {row.node_id: row for row in rows if row.node_id}
         self._by_name = {row.name: row for row in rows if row.deleted_at is None}
+        self._loaded = True
 
     def resolve(self, record: LabelRecord) -> Label:
         """The catalogue row for a label seen on an issue or in a listing, updated from it."""
+        self._load()
         row = self._by_node.get(record.node_id) if record.node_id else None
         if row is None:
             row = self._by_name.get(record.name)
@@ -96,6 +105,7 @@ class LabelCatalogue:
         return row
 
     def delete(self, record: LabelRecord) -> None:
+        self._load()
         row = self._by_node.get(record.node_id) if record.node_id else None
         row = row or self._by_name.get(record.name)
         if row is not None:
@@ -109,6 +119,7 @@ class LabelCatalogue:
 
     def replace_all(self, records: Iterable[LabelRecord]) -> None:
         """Apply a complete listing: labels absent from it are known to be gone."""
+        self._load()
         seen = {self.resolve(record).id for record in records}
         for row in list(self._by_name.values()):
             if row.id not in seen:
@@ -157,7 +168,7 @@ def upsert_issue(
     outcome = Outcome.NEW if issue is None else Outcome.UPDATED
     stamp = now()
     if issue is None:
-        issue = Issue(repository_id=repository.id, key=record.key, first_stored_at=stamp)
+        issue = Issue(repository_id=repository.id, key=record.key, first_stored_at=stamp, labels=[])
         session.add(issue)
     issue.number = record.number
     issue.node_id = record.node_id or issue.node_id
