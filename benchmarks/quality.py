@@ -51,7 +51,8 @@ DATASETS = {
 METHODS = ("naive_bayes", "tfidf_logreg", "finetune", "finetune_adapted")
 
 
-def _load(name: str, data_dir: Path, workdir: Path) -> IssueDataset:
+def load_dataset(name: str, data_dir: Path, workdir: Path) -> IssueDataset:
+    """The dataset a refresh would build from the export, through a throwaway store in ``workdir``."""
     path, repo = DATASETS[name]
     settings = sample_settings(
         load_settings(_env_file=None, database_url=f"sqlite:///{workdir / 'store.db'}")
@@ -126,7 +127,7 @@ def main() -> int:
     for name in args.datasets.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            data = _load(name, args.data_dir, workdir)
+            data = load_dataset(name, args.data_dir, workdir)
             n = len(data.texts("train"))
             sizes = [n if t == "all" else min(int(t), n) for t in args.slices.split(",")]
             for seed in seeds:

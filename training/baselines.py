@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
@@ -35,13 +37,11 @@ def naive_bayes(
     }
 
 
-def tfidf_logreg(
-    label_names: list[str],
-    train: tuple[list[str], np.ndarray],
-    validation: tuple[list[str], np.ndarray],
-    test: tuple[list[str], np.ndarray],
-) -> dict[str, object]:
-    """TF-IDF word 1-2 grams + one-vs-rest logistic regression, thresholds tuned on validation."""
+def fit_tfidf_logreg(
+    label_names: list[str], train: tuple[list[str], np.ndarray]
+) -> Callable[[list[str]], np.ndarray]:
+    """TF-IDF word 1-2 grams + one-vs-rest logistic regression; returns its probability function
+    (0 for labels without a training positive)."""
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000)
     x_train = vectorizer.fit_transform(train[0])
     present = train[1].sum(axis=0) > 0
@@ -53,8 +53,20 @@ def tfidf_logreg(
         full[:, present] = model.predict_proba(vectorizer.transform(texts))
         return full
 
+    return probabilities
+
+
+def tfidf_logreg(
+    label_names: list[str],
+    train: tuple[list[str], np.ndarray],
+    validation: tuple[list[str], np.ndarray],
+    test: tuple[list[str], np.ndarray],
+) -> dict[str, object]:
+    """The stronger classic baseline, thresholds tuned on validation as the transformer's are."""
+    probabilities = fit_tfidf_logreg(label_names, train)
     thresholds = tune_thresholds(label_names, validation[1], probabilities(validation[0]), f1_floor=0.0)
     # A baseline gets every label it has seen; labels absent from validation get the shared threshold.
+    present = train[1].sum(axis=0) > 0
     thresholds.reliable = {name: bool(present[i]) for i, name in enumerate(label_names)}
     test_probabilities = probabilities(test[0])
     return scores(label_names, test[1], decide(test_probabilities, label_names, thresholds)) | {
