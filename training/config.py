@@ -30,12 +30,21 @@ class TrainingConfig(BaseModel):
     max_length: int = Field(default=256, ge=16, le=512, description="tokens per issue for classification")
 
     adapt: bool = Field(default=True, description="domain-adapt the encoder with masked-language modelling")
-    mlm_max_length: int = Field(default=128, ge=16, le=512)
+    mlm_max_length: int = Field(
+        default=256, ge=16, le=512, description="tokens per text for adaptation: the classifier's own"
+    )
     mlm_epochs: float = Field(default=1.0, gt=0)
     mlm_batch_size: int = Field(default=16, ge=1)
     mlm_learning_rate: float = Field(default=5e-5, gt=0)
     mlm_head_warmup_steps: int = Field(
         default=60, ge=0, description="steps training only the fresh MLM head, encoder frozen"
+    )
+    mlm_head_warmup_max_length: int = Field(
+        default=128,
+        ge=16,
+        le=512,
+        description="tokens per text while only the head trains (it predicts each token from the "
+        "encoder's state and needs no long context; shorter texts make the warm-up cheaper)",
     )
     mlm_probability: float = Field(default=0.15, gt=0, lt=1)
     mlm_max_steps: int | None = Field(default=None, ge=1, description="cap on MLM steps (tests, quick runs)")
