@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from training import baselines
-from training.metrics import macro_average_precision
 
 LABELS = ["Bug", "Documentation", "New Feature", "Build / CI"]
 
@@ -63,4 +62,3 @@ def test_tfidf_baseline_reports_the_ranking_of_its_own_probabilities(issues) -> 
     # Better than ranking the test issues at random (the labels' frequencies), worse than perfect.
     chance = float(np.mean([test[1][:, c].mean() for c in range(len(LABELS))]))
     assert chance < result["macro_ap"] < 1
-    assert macro_average_precision(test[1], test[1].astype(float)) == 1.0
