@@ -147,13 +147,7 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
         encoder = model.base_model
         for parameter in encoder.parameters():
             parameter.requires_grad = False
-        warmup_length = min(config.mlm_head_warmup_max_length, config.mlm_max_length)
-        warmup_set = (
-            train_set
-            if warmup_length == config.mlm_max_length
-            else tokenized_dataset(tokenizer, train_texts, warmup_length)
-        )
-        _train(model, warmup_set, collator, workdir, config, epochs=1, max_steps=config.mlm_head_warmup_steps)
+        _train(model, train_set, collator, workdir, config, epochs=1, max_steps=config.mlm_head_warmup_steps)
         for parameter in encoder.parameters():
             parameter.requires_grad = True
     before = masked_lm_loss(model, held_out, eval_collator, config.mlm_batch_size)

@@ -39,13 +39,6 @@ class TrainingConfig(BaseModel):
     mlm_head_warmup_steps: int = Field(
         default=60, ge=0, description="steps training only the fresh MLM head, encoder frozen"
     )
-    mlm_head_warmup_max_length: int = Field(
-        default=128,
-        ge=16,
-        le=512,
-        description="tokens per text while only the head trains (it predicts each token from the "
-        "encoder's state and needs no long context; shorter texts make the warm-up cheaper)",
-    )
     mlm_probability: float = Field(default=0.15, gt=0, lt=1)
     mlm_max_steps: int | None = Field(default=None, ge=1, description="cap on MLM steps (tests, quick runs)")
 

@@ -34,7 +34,6 @@ TINY = TrainingConfig(
     mlm_max_length=32,
     mlm_max_steps=3,
     mlm_head_warmup_steps=2,
-    mlm_head_warmup_max_length=16,  # the head warms up on shorter texts, as by default
     mlm_batch_size=8,
     max_steps=10,
     batch_size=8,
