@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from transformers import (
+    AutoConfig,
     AutoModelForMaskedLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
@@ -26,6 +27,7 @@ from transformers import (
 )
 
 from training.config import TrainingConfig
+from training.dropout import set_attention_dropout
 from training.precision import trained_model, training_precision
 from training.tokens import tokenized_dataset
 
@@ -130,7 +132,9 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
     started = time.monotonic()
     set_seed(config.seed)  # the fresh MLM head is initialised from the global generator
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForMaskedLM.from_pretrained(base_model)
+    model_config = AutoConfig.from_pretrained(base_model)
+    set_attention_dropout(model_config, config.attention_dropout)
+    model = AutoModelForMaskedLM.from_pretrained(base_model, config=model_config)
     held_out_n = max(1, min(200, len(texts) // 10))
     train_texts, held_out_texts = texts[held_out_n:], texts[:held_out_n]
     train_set = tokenized_dataset(tokenizer, train_texts, config.mlm_max_length)

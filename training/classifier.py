@@ -14,6 +14,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from training.dropout import set_attention_dropout
+
 log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "cls"]
@@ -44,12 +46,15 @@ class MeanPooledBertForSequenceClassification(BertForSequenceClassification):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def load_classifier(path: str, pooling: Pooling = "cls", **kwargs: object) -> torch.nn.Module:
+def load_classifier(
+    path: str, pooling: Pooling = "cls", attention_dropout: float | None = None, **kwargs: object
+) -> torch.nn.Module:
     """A multi-label classifier from an encoder or a saved classifier folder.
 
     A saved classifier remembers its pooling in its config (``issue_labeler_pooling``).
     """
     config = AutoConfig.from_pretrained(path, **kwargs)
+    set_attention_dropout(config, attention_dropout)
     pooling = getattr(config, "issue_labeler_pooling", None) or pooling
     if pooling == "mean" and config.model_type == "bert":
         config.issue_labeler_pooling = "mean"
