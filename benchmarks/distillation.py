@@ -25,6 +25,7 @@ import yaml
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from benchmarks.speed import bundle_dataset
+from training.allocator import keep_freed_memory
 from training.bundle import write_manifest
 from training.classifier import load_classifier
 from training.config import TrainingConfig
@@ -95,6 +96,7 @@ def main() -> int:
     parser.add_argument("--registry", type=Path, help="also write the student as a bundle in this registry")
     parser.add_argument("--out", type=Path, default=RESULTS / "distillation.json")
     args = parser.parse_args()
+    keep_freed_memory()  # a training process: reuse freed memory
     folder = args.bundle.resolve()
     if not (folder / "pytorch").is_dir():
         parser.error(f"{folder} has no pytorch/: train it with keep_pytorch_model: true")

@@ -30,6 +30,7 @@ import torch
 
 from training import baselines
 from training.adapt import adapt_encoder
+from training.allocator import keep_freed_memory
 from training.config import TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, IssueDataset, build_dataset
 from training.finetune import finetune, predict_probabilities
@@ -117,6 +118,7 @@ def main() -> int:
         "--scores-dir", type=Path, help="also keep each transformer's validation and test scores (.npz) here"
     )
     args = parser.parse_args()
+    keep_freed_memory()  # a training process: reuse freed memory
     logging.basicConfig(level=logging.WARNING)
     config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
     torch.set_num_threads(config.torch_threads or 2)

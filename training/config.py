@@ -55,7 +55,7 @@ class TrainingConfig(BaseModel):
         ge=0,
         lt=1,
         description="dropout on attention probabilities while adapting and fine-tuning; none keeps the "
-        "base model's (0.1 for BERT); 0 trains faster on CPU",
+        "base model's (0.1 for BERT); 0 trains ~30% faster on CPU, at lower precision (README)",
     )
     learning_rate: float = Field(default=1e-4, gt=0, description="encoder learning rate")
     head_learning_rate: float = Field(default=3e-3, gt=0, description="classifier head learning rate")

@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from training.allocator import keep_freed_memory
 from training.config import TrainingConfig
 from training.dataset import DatasetConfig, DatasetError, build_dataset, format_manifest
 from training.jsonl_import import import_jsonl
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging(settings.log_level)
+    if not args.no_train:
+        keep_freed_memory()
     paths = [args.data_dir / name for name in SAMPLE_FILES]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:

@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training import baselines
 from training.adapt import adapt_encoder
+from training.allocator import keep_freed_memory
 from training.bundle import Bundle, BundleError, write_manifest
 from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
@@ -526,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config.model_copy(update={"adapt": False})
     configure_logging(settings.log_level)
     registry = Registry(args.registry or settings.registry_dir)
+    if args.rollback is None and args.history is None:
+        keep_freed_memory()
     if args.rollback is not None:
         try:
             version = registry.rollback(args.repo, args.rollback or None)
