@@ -96,7 +96,6 @@ def main() -> int:
     parser.add_argument("--registry", type=Path, help="also write the student as a bundle in this registry")
     parser.add_argument("--out", type=Path, default=RESULTS / "distillation.json")
     args = parser.parse_args()
-    keep_freed_memory()  # a training process: reuse freed memory
     folder = args.bundle.resolve()
     if not (folder / "pytorch").is_dir():
         parser.error(f"{folder} has no pytorch/: train it with keep_pytorch_model: true")
@@ -104,6 +103,8 @@ def main() -> int:
     trained_with = json.loads((folder / "training_config.json").read_text())
     config = TrainingConfig(**(trained_with | {"distill_layers": 3} | overrides))
     torch.set_num_threads(config.torch_threads or 2)
+    if config.keep_freed_memory:
+        keep_freed_memory()
     dataset = bundle_dataset(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder / "pytorch")
     teacher = load_classifier(str(folder / "pytorch")).eval()

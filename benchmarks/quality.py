@@ -118,9 +118,10 @@ def main() -> int:
         "--scores-dir", type=Path, help="also keep each transformer's validation and test scores (.npz) here"
     )
     args = parser.parse_args()
-    keep_freed_memory()  # a training process: reuse freed memory
     logging.basicConfig(level=logging.WARNING)
     config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
+    if config.keep_freed_memory:
+        keep_freed_memory()
     torch.set_num_threads(config.torch_threads or 2)
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [config.seed]

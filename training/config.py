@@ -122,6 +122,11 @@ class TrainingConfig(BaseModel):
         default=False, description="also keep the PyTorch model and fp32 ONNX in the bundle (benchmarks)"
     )
     seed: int = 42
+    keep_freed_memory: bool = Field(
+        default=True,
+        description="a training process keeps memory it frees for reuse (glibc): ~11% faster refresh, "
+        "~40% higher peak memory (README)",
+    )
     torch_threads: int | None = Field(default=None, ge=1)
     mixed_precision: Literal["auto", "bf16", "fp32"] = Field(
         default="auto",

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     configure_logging(settings.log_level)
-    if not args.no_train:
+    if not args.no_train and FAST_PROFILE.keep_freed_memory:
         keep_freed_memory()
     paths = [args.data_dir / name for name in SAMPLE_FILES]
     missing = [str(path) for path in paths if not path.is_file()]

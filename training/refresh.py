@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config.model_copy(update={"adapt": False})
     configure_logging(settings.log_level)
     registry = Registry(args.registry or settings.registry_dir)
-    if args.rollback is None and args.history is None:
+    if config.keep_freed_memory and args.rollback is None and args.history is None:
         keep_freed_memory()
     if args.rollback is not None:
         try:
