@@ -6,16 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, PretrainedConfig
 
-from tests.training.test_mixed_precision import SHORT, titles  # noqa: F401 (fixture)
+from tests.training.test_mixed_precision import SHORT, finetune_even_odd, titles  # noqa: F401 (fixture)
 from training.adapt import adapt_encoder
 from training.config import PACKAGED_MODEL, resolve_base_model
 from training.dropout import set_attention_dropout
-from training.finetune import finetune
 
 
 @contextmanager
@@ -45,18 +43,9 @@ def test_attention_dropout_reaches_training_attention(
     base_dropout = AutoConfig.from_pretrained(base).attention_probs_dropout_prob
     assert base_dropout > 0
     expected = base_dropout if attention_dropout is None else attention_dropout
-    targets = np.array([[i % 2, 1 - i % 2] for i in range(len(titles))], dtype=np.float32)
     with _attention_dropout_seen(monkeypatch) as seen:
         adapted = adapt_encoder(titles, base, tmp_path / "encoder", config)
-        tuned = finetune(
-            str(adapted.encoder_dir),
-            base,
-            ["even", "odd"],
-            (titles, targets),
-            (titles[:8], targets[:8]),
-            tmp_path / "ckpt",
-            config,
-        )
+        tuned = finetune_even_odd(adapted.encoder_dir, titles, tmp_path / "ckpt", config)
     # training steps with the configured dropout, evaluation passes with none
     assert seen == {expected, 0.0}
     assert tuned.model.config.attention_probs_dropout_prob == expected

@@ -13,9 +13,9 @@ import torch
 from tests.conftest import SHARED_DATA
 from tests.training.test_refresh import TINY
 from training.adapt import adapt_encoder
-from training.config import PACKAGED_MODEL, resolve_base_model
+from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
 from training.export import export_onnx
-from training.finetune import finetune, predict_probabilities
+from training.finetune import FineTuneResult, finetune, predict_probabilities
 from training.machine import cpu_info
 from training.precision import training_precision
 
@@ -64,6 +64,22 @@ def titles() -> list[str]:
     return [json.loads(line)["title"] for line in source.read_text().splitlines()[:24]]
 
 
+def finetune_even_odd(
+    encoder: Path, titles: list[str], workdir: Path, config: TrainingConfig
+) -> FineTuneResult:
+    """A two-label fine-tune of ``encoder`` on the titles (labels alternate), validated on the first 8."""
+    targets = np.array([[i % 2, 1 - i % 2] for i in range(len(titles))], dtype=np.float32)
+    return finetune(
+        str(encoder),
+        resolve_base_model(PACKAGED_MODEL),
+        ["even", "odd"],
+        (titles, targets),
+        (titles[:8], targets[:8]),
+        workdir,
+        config,
+    )
+
+
 @pytest.mark.parametrize("mode", ["bf16", "fp32"])
 def test_adapting_and_fine_tuning_run_under_the_chosen_precision(
     mode: str, titles: list[str], tmp_path: Path
@@ -72,17 +88,8 @@ def test_adapting_and_fine_tuning_run_under_the_chosen_precision(
     base = resolve_base_model(PACKAGED_MODEL)
     with _autocast_seen() as adapting:
         adapted = adapt_encoder(titles, base, tmp_path / "encoder", config)
-    targets = np.array([[i % 2, 1 - i % 2] for i in range(len(titles))], dtype=np.float32)
     with _autocast_seen() as tuning:
-        tuned = finetune(
-            str(adapted.encoder_dir),
-            base,
-            ["even", "odd"],
-            (titles, targets),
-            (titles[:8], targets[:8]),
-            tmp_path / "ckpt",
-            config,
-        )
+        tuned = finetune_even_odd(adapted.encoder_dir, titles, tmp_path / "ckpt", config)
     bf16 = mode == "bf16"
     # training under the chosen precision; the held-out MLM loss and validation in between are
     # the trainer's and the adapter's own evaluation passes
