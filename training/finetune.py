@@ -106,7 +106,7 @@ def finetune(
     model = load_classifier(
         encoder,
         config.pooling,
-        config.attention_dropout,
+        attention_dropout=config.attention_dropout,
         num_labels=len(label_names),
         problem_type="multi_label_classification",
         id2label=dict(enumerate(label_names)),

@@ -40,16 +40,16 @@ def test_attention_dropout_reaches_training_attention(
 ) -> None:
     config = SHORT.model_copy(update={"attention_dropout": attention_dropout})
     base = resolve_base_model(PACKAGED_MODEL)
-    base_dropout = AutoConfig.from_pretrained(base).attention_probs_dropout_prob
-    assert base_dropout > 0
-    expected = base_dropout if attention_dropout is None else attention_dropout
+    base_config = AutoConfig.from_pretrained(base)
+    assert base_config.attention_probs_dropout_prob > 0
+    expected = base_config.attention_probs_dropout_prob if attention_dropout is None else attention_dropout
     with _attention_dropout_seen(monkeypatch) as seen:
         adapted = adapt_encoder(titles, base, tmp_path / "encoder", config)
         tuned = finetune_even_odd(adapted.encoder_dir, titles, tmp_path / "ckpt", config)
     # training steps with the configured dropout, evaluation passes with none
     assert seen == {expected, 0.0}
     assert tuned.model.config.attention_probs_dropout_prob == expected
-    assert tuned.model.config.hidden_dropout_prob == AutoConfig.from_pretrained(base).hidden_dropout_prob
+    assert tuned.model.config.hidden_dropout_prob == base_config.hidden_dropout_prob
 
 
 def test_a_config_without_attention_dropout_is_left_alone_and_says_so(
