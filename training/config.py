@@ -40,6 +40,13 @@ class TrainingConfig(BaseModel):
         default=60, ge=0, description="steps training only the fresh MLM head, encoder frozen"
     )
     mlm_probability: float = Field(default=0.15, gt=0, lt=1)
+    mlm_attention_dropout: float | None = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="dropout on attention probabilities while adapting; none keeps the base model's "
+        "(0.1 for BERT); 0 adapts ~40% faster on CPU (README)",
+    )
     mlm_max_steps: int | None = Field(default=None, ge=1, description="cap on MLM steps (tests, quick runs)")
 
     pooling: Literal["mean", "cls"] = Field(
@@ -54,8 +61,8 @@ class TrainingConfig(BaseModel):
         default=None,
         ge=0,
         lt=1,
-        description="dropout on attention probabilities while adapting and fine-tuning; none keeps the "
-        "base model's (0.1 for BERT); 0 trains ~30% faster on CPU, at lower precision (README)",
+        description="dropout on attention probabilities while fine-tuning; none keeps the base model's "
+        "(0.1 for BERT); 0 fine-tunes ~25% faster on CPU, at lower precision (README)",
     )
     learning_rate: float = Field(default=1e-4, gt=0, description="encoder learning rate")
     head_learning_rate: float = Field(default=3e-3, gt=0, description="classifier head learning rate")

@@ -26,3 +26,13 @@ def set_attention_dropout(config: PretrainedConfig, probability: float | None) -
         log.warning("%s has no attention dropout setting; attention_dropout ignored", config.model_type)
     for name in fields:
         setattr(config, name, probability)
+
+
+def attention_dropout_of(config: PretrainedConfig) -> dict[str, float]:
+    """The config's attention dropout settings, to restore after training with another."""
+    return {name: getattr(config, name) for name in ATTENTION_DROPOUT_FIELDS if hasattr(config, name)}
+
+
+def restore_attention_dropout(config: PretrainedConfig, settings: dict[str, float]) -> None:
+    for name, value in settings.items():
+        setattr(config, name, value)
