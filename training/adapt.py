@@ -128,16 +128,25 @@ def _train(
 def masked_lm_loss(
     model: PreTrainedModel, dataset: Dataset, collator: DataCollatorForLanguageModeling, batch_size: int
 ) -> float:
-    """Mean MLM loss on a fixed masking of held-out text (the collator is seeded)."""
+    """Mean MLM loss on a fixed masking of held-out text (the collator is seeded); like training,
+    vocabulary logits only at the masked positions."""
     model.eval()
+    head = _mlm_head(model)
     losses, weights = [], []
     for start in range(0, len(dataset), batch_size):
         batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        masked = int((batch["labels"] != -100).sum())
-        if masked == 0:
+        labels = batch.pop("labels")
+        masked = labels != -100
+        count = int(masked.sum())
+        if count == 0:
             continue
-        losses.append(float(model(**batch).loss) * masked)
-        weights.append(masked)
+        if head is None:
+            loss = model(**batch, labels=labels).loss
+        else:
+            hidden = model.base_model(**batch).last_hidden_state
+            loss = torch.nn.functional.cross_entropy(head(hidden[masked]), labels[masked])
+        losses.append(float(loss) * count)
+        weights.append(count)
     model.train()
     return sum(losses) / max(sum(weights), 1)
 
@@ -158,9 +167,14 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
     collator = DataCollatorForLanguageModeling(
         tokenizer, mlm_probability=config.mlm_probability, seed=config.seed
     )
-    eval_collator = DataCollatorForLanguageModeling(
-        tokenizer, mlm_probability=config.mlm_probability, seed=config.seed + 1
-    )
+
+    def held_out_loss() -> float:
+        # a fresh seeded collator each time, so that before and after see the same masking
+        eval_collator = DataCollatorForLanguageModeling(
+            tokenizer, mlm_probability=config.mlm_probability, seed=config.seed + 1
+        )
+        return masked_lm_loss(model, held_out, eval_collator, config.mlm_batch_size)
+
     workdir = output_dir.parent / f"{output_dir.name}.work"
 
     if config.mlm_head_warmup_steps:
@@ -180,13 +194,13 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
         for parameter in encoder.parameters():
             parameter.requires_grad = True
         model.train()
-    before = masked_lm_loss(model, held_out, eval_collator, config.mlm_batch_size)
+    before = held_out_loss()
     log.info("MLM held-out loss after head warm-up: %.3f", before)
 
     steps_per_epoch = math.ceil(len(train_set) / config.mlm_batch_size)
     max_steps = config.mlm_max_steps or math.ceil(steps_per_epoch * config.mlm_epochs)
     _train(model, train_set, collator, workdir, config, epochs=config.mlm_epochs, max_steps=max_steps)
-    after = masked_lm_loss(model, held_out, eval_collator, config.mlm_batch_size)
+    after = held_out_loss()
     log.info("MLM held-out loss after adaptation: %.3f (was %.3f)", after, before)
 
     # the saved encoder keeps the base model's dropout: fine-tuning decides its own
