@@ -49,7 +49,7 @@ class MaskedOnlyTrainer(Trainer):
     The vocabulary projection (30k outputs per token) dominates an MLM step of a small encoder;
     only the ~15% masked positions contribute to the loss, so the others are skipped. With
     ``frozen_encoder`` (the head warm-up) the encoder runs in eval mode without gradients: nothing
-    of it is trained, and attention dropout would make each forward pass ~7x slower on CPU.
+    of it is trained, and with its dropout and autograd a warm-up step took ~3 s instead of <1 s.
     """
 
     def __init__(self, *args: object, frozen_encoder: bool = False, **kwargs: object) -> None:
@@ -193,7 +193,6 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
         )
         for parameter in encoder.parameters():
             parameter.requires_grad = True
-        model.train()
     before = held_out_loss()
     log.info("MLM held-out loss after head warm-up: %.3f", before)
 
