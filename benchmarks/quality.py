@@ -177,10 +177,8 @@ def _measure(
             f"{name}: adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, held-out MLM "
             f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
         )
-    order = np.random.default_rng(config.seed).permutation(len(train_full[0]))
     for size in dict.fromkeys(sizes):  # a slice larger than the training set is all of it
-        pick = order[:size]
-        train = ([train_full[0][i] for i in pick], train_full[1][pick])
+        train = training_slice(train_full, size, config.seed)
         for method in methods:
             started = time.monotonic()
             kept = scores_dir / f"{name}_{method}_{size}_seed{config.seed}.npz" if scores_dir else None
@@ -209,6 +207,14 @@ def _measure(
             if "applied_labels" in result:
                 row["applied_labels"] = result["applied_labels"]
             yield row
+
+
+def training_slice(train: tuple[list[str], np.ndarray], size: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``size`` training issues drawn with ``seed``, kept in the dataset's order: the whole
+    training set is then exactly what a refresh with that seed trains on (the trainer's batches
+    depend on the order, so a shuffled copy would be another draw than the refresh's)."""
+    pick = np.sort(np.random.default_rng(seed).permutation(len(train[0]))[:size])
+    return [train[0][i] for i in pick], train[1][pick]
 
 
 def _write(out: Path, config: TrainingConfig, results: list[dict[str, object]]) -> None:
