@@ -12,6 +12,9 @@ For the transformer, micro / macro F1 are as served (labels it may not apply cou
 ``every_label_*`` scores it on every label, as the baselines are scored. ``macro_ap`` (mean
 average precision over the labels with a test positive) needs no threshold: it tells how well
 each method ranks, apart from the thresholds tuned on a small validation split.
+
+With the whole training set, a seed trains exactly what a refresh with that seed trains (same
+dataset, same order), so a refresh's scores can be reproduced here.
 """
 
 from __future__ import annotations
