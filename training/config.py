@@ -71,11 +71,17 @@ class TrainingConfig(BaseModel):
     )
     pos_weight_cap: float = Field(default=20.0, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="cap on fine-tuning steps (tests)")
+    average_last_epochs: int = Field(
+        default=2,
+        ge=0,
+        description="keep the mean of the weights at the end of the last N epochs; 0 keeps the "
+        "checkpoint best on validation by checkpoint_metric instead (README)",
+    )
     checkpoint_metric: Literal["micro_f1", "macro_ap"] = Field(
         default="macro_ap",
-        description="validation measure that picks the checkpoint kept: the labels' mean average "
-        "precision, or micro-F1 at the best single threshold (which can favour an early checkpoint "
-        "that predicts label frequencies)",
+        description="with average_last_epochs 0, the validation measure that picks the checkpoint "
+        "kept: the labels' mean average precision, or micro-F1 at the best single threshold (which "
+        "can favour an early checkpoint that predicts label frequencies)",
     )
 
     distill_layers: int | None = Field(

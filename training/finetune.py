@@ -1,8 +1,9 @@
-"""Multi-label fine-tuning: AutoModelForSequenceClassification, sigmoid + BCE, best checkpoint.
+"""Multi-label fine-tuning: AutoModelForSequenceClassification, sigmoid + BCE.
 
 Sparse labels make a plain BCE fine-tune collapse onto label frequencies, so positives are
-weighted by the negative/positive ratio (capped), the fresh head learns faster than the encoder,
-and the checkpoint kept is the best on validation by ``checkpoint_metric``.
+weighted by the negative/positive ratio (capped) and the fresh head learns faster than the
+encoder. The model kept is the mean of the weights at the last ``average_last_epochs`` epoch
+ends, or (with 0) the checkpoint best on validation by ``checkpoint_metric``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     get_linear_schedule_with_warmup,
     set_seed,
@@ -33,6 +35,7 @@ from training.config import TrainingConfig
 from training.metrics import best_global_threshold_f1, macro_average_precision
 from training.precision import trained_model, training_precision
 from training.tokens import tokenized_dataset
+from training.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 class FineTuneResult:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    best_validation_micro_f1: float
+    best_validation_micro_f1: float  # of the model kept, at the best single threshold
     seconds: float
     pos_weight: list[float]
 
@@ -98,8 +101,11 @@ def finetune(
     validation: tuple[list[str], np.ndarray],
     workdir: Path,
     config: TrainingConfig,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> FineTuneResult:
-    """Train a classifier from ``encoder``; returns the best model by validation micro-F1."""
+    """Train a classifier from ``encoder``: the mean of its last epochs' weights, or the
+    checkpoint best on validation (``config.average_last_epochs``). ``callbacks`` watch the
+    training (benchmarks)."""
     started = time.monotonic()
     set_seed(config.seed)  # the fresh head is initialised from the global generator
     tokenizer = AutoTokenizer.from_pretrained(encoder)
@@ -138,7 +144,11 @@ def finetune(
     )
     pos_weight = positive_weights(train[1], config.pos_weight_cap) if config.pos_weight == "auto" else None
 
-    args = best_checkpoint_args(workdir, config, total_steps, eval_every)
+    averaging = WeightAverage(config.average_last_epochs, eval_every) if config.average_last_epochs else None
+    if averaging:
+        args = plain_training_args(workdir, config, total_steps, logging_steps=max(1, eval_every // 2))
+    else:
+        args = best_checkpoint_args(workdir, config, total_steps, eval_every)
     trainer = WeightedBCETrainer(
         model=model,
         args=args,
@@ -149,31 +159,57 @@ def finetune(
         compute_metrics=validation_metrics,
         optimizers=(optimizer, scheduler),
         pos_weight=pos_weight,
+        callbacks=([averaging] if averaging else []) + (callbacks or []),
     )
     trainer.train()
     model = trained_model(trainer)
     model.eval()
+    if averaging:
+        model.load_state_dict(averaging.average(), strict=False)
+        log.info("kept the mean of the weights after steps %s", list(averaging.steps))
+        probabilities = predict_probabilities(model, tokenizer, validation[0], config.max_length)
+        validation_f1 = best_global_threshold_f1(validation[1], probabilities)
+    else:
+        validation_f1 = best_checkpoint_micro_f1(trainer)
     return FineTuneResult(
         model=model,
         tokenizer=tokenizer,
-        best_validation_micro_f1=best_checkpoint_micro_f1(trainer),
+        best_validation_micro_f1=validation_f1,
         seconds=time.monotonic() - started,
         pos_weight=pos_weight.tolist() if pos_weight is not None else [],
     )
+
+
+def plain_training_args(
+    workdir: Path, config: TrainingConfig, total_steps: int, **extra: object
+) -> TrainingArguments:
+    """Trainer arguments for ``total_steps`` of training on the CPU, nothing evaluated or saved
+    unless ``extra`` says so (fine-tuning and distillation alike)."""
+    arguments: dict[str, object] = {
+        "output_dir": str(workdir),
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": 32,
+        "max_steps": total_steps,
+        "train_sampling_strategy": "group_by_length" if config.group_by_length else "random",
+        "save_strategy": "no",
+        "use_cpu": True,
+        "bf16": training_precision(config.mixed_precision) == "bf16",
+        "seed": config.seed,
+        "report_to": [],
+    }
+    return TrainingArguments(**(arguments | extra))  # type: ignore[arg-type]
 
 
 def best_checkpoint_args(
     workdir: Path, config: TrainingConfig, total_steps: int, eval_every: int, **extra: object
 ) -> TrainingArguments:
     """Trainer arguments that evaluate and checkpoint every ``eval_every`` steps and end on the
-    checkpoint best on validation by ``config.checkpoint_metric`` (fine-tuning and distillation
-    alike; ``validation_metrics`` computes it)."""
-    return TrainingArguments(
-        output_dir=str(workdir),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=32,
-        max_steps=total_steps,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+    checkpoint best on validation by ``config.checkpoint_metric`` (``validation_metrics``
+    computes it)."""
+    return plain_training_args(
+        workdir,
+        config,
+        total_steps,
         eval_strategy="steps",
         eval_steps=eval_every,
         save_strategy="steps",
@@ -184,11 +220,7 @@ def best_checkpoint_args(
         metric_for_best_model=config.checkpoint_metric,
         greater_is_better=True,
         logging_steps=max(1, eval_every // 2),
-        use_cpu=True,
-        bf16=training_precision(config.mixed_precision) == "bf16",
-        seed=config.seed,
-        report_to=[],
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

@@ -313,7 +313,12 @@ def run_refresh(
             "labels": labels,
             "test": test_scores,
             "test_all_labels": test_all_labels,
-            "validation": {"best_checkpoint_micro_f1": tuned.best_validation_micro_f1},
+            "validation": {
+                "best_checkpoint_micro_f1": tuned.best_validation_micro_f1,
+                "model_kept": f"mean of the weights of the last {config.average_last_epochs} epochs"
+                if config.average_last_epochs
+                else f"checkpoint best by validation {config.checkpoint_metric}",
+            },
             "baselines": {"naive_bayes": naive_bayes, "tfidf_logreg": tfidf},
             "onnx_fp32": {"max_prob_diff_vs_pytorch": fp32_diff, "size_mb": _file_mb(fp32_path)},
             "onnx_int8": (int8_scores or {})

@@ -119,6 +119,7 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert metrics["training_precision"] == training_precision(TINY.mixed_precision)
     assert metrics["adaptation"]["started_from"] == PACKAGED_MODEL
     assert 0 <= metrics["validation"]["best_checkpoint_micro_f1"] <= 1
+    assert metrics["validation"]["model_kept"] == "mean of the weights of the last 2 epochs"
     manifest = json.loads((result.bundle_dir / "data_manifest.json").read_text())
     assert len(manifest["split_hash"]) == 64
     card = (result.bundle_dir / "MODEL_CARD.md").read_text()
@@ -146,10 +147,13 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert "not promoted" in (second.bundle_dir / "REJECTED").read_text()
     assert [v.status for v in registry.versions(REPO)] == ["current", "rejected"]
 
-    by_micro = useless.model_copy(update={"adapt": False, "checkpoint_metric": "micro_f1"})
+    by_micro = useless.model_copy(
+        update={"adapt": False, "average_last_epochs": 0, "checkpoint_metric": "micro_f1"}
+    )
     forced = _refresh(small_settings, slice_path, by_micro, force=True)
     assert forced.promoted and "--force" in forced.reason and forced.metrics["adaptation"] is None
     assert 0 <= forced.metrics["validation"]["best_checkpoint_micro_f1"] <= 1
+    assert forced.metrics["validation"]["model_kept"] == "checkpoint best by validation micro_f1"
     assert registry.rollback(REPO) == result.version
     assert registry.current_version(REPO) == result.version
 
