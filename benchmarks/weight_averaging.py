@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.quality import DATASETS, load_dataset, training_slice
+from benchmarks.quality import DATASETS, load_dataset
 from training.adapt import adapt_encoder
 from training.allocator import keep_freed_memory
 from training.config import TrainingConfig, resolve_base_model
@@ -64,13 +64,11 @@ def main() -> int:
         for seed in (int(s) for s in args.seeds.split(",")):
             seed_config = config.model_copy(update={"seed": seed})
             started = time.monotonic()
-            train = training_slice(
-                (data.texts("train"), data.targets("train")), len(data.texts("train")), seed
-            )
+            train = (data.texts("train"), data.targets("train"))  # a refresh's order
             texts = [e.text for e in data.unlabeled] + train[0]
             encoder = adapt_encoder(texts, base, workdir / f"encoder-{seed}", seed_config).encoder_dir
             steps_per_epoch = -(-len(train[0]) // config.batch_size)
-            epochs = WeightAverage(count=10**6, every=steps_per_epoch)  # every epoch end
+            epochs = WeightAverage(count=None, every=steps_per_epoch)  # every epoch end
             tuned = finetune(
                 str(encoder), base, labels, train, validation, workdir / f"ft-{seed}", seed_config, [epochs]
             )

@@ -18,10 +18,10 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 class WeightAverage(TrainerCallback):
     """Keeps the floating-point weights at the last ``count`` epoch ends (every ``every``
-    steps, and the final step) for ``average``."""
+    steps, and the final step; ``None``: all of them) for ``average``."""
 
-    def __init__(self, count: int, every: int) -> None:
-        if count < 1 or every < 1:
+    def __init__(self, count: int | None, every: int) -> None:
+        if (count is not None and count < 1) or every < 1:
             raise ValueError(f"need count >= 1 and every >= 1, got {count} and {every}")
         self.every = every
         self.snapshots: deque[dict[str, torch.Tensor]] = deque(maxlen=count)
