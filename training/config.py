@@ -45,7 +45,7 @@ class TrainingConfig(BaseModel):
     mlm_attention_dropout: AttentionDropout = Field(
         default=None,
         description="dropout on attention probabilities while adapting; none keeps the base model's "
-        "(0.1 for BERT); 0 adapts ~40% faster on CPU, at lower F1 and precision (README)",
+        "(0.1 for BERT); 0 adapts ~40% faster on CPU, at lower F1 and precision (benchmarks/MEASUREMENTS.md)",
     )
     mlm_max_steps: int | None = Field(default=None, ge=1, description="cap on MLM steps (tests, quick runs)")
 
@@ -60,7 +60,7 @@ class TrainingConfig(BaseModel):
     attention_dropout: AttentionDropout = Field(
         default=None,
         description="dropout on attention probabilities while fine-tuning; none keeps the base model's "
-        "(0.1 for BERT); 0 fine-tunes ~25% faster on CPU, at lower precision (README)",
+        "(0.1 for BERT); 0 fine-tunes ~25% faster on CPU, at lower precision (benchmarks/MEASUREMENTS.md)",
     )
     learning_rate: float = Field(default=1e-4, gt=0, description="encoder learning rate")
     head_learning_rate: float = Field(default=3e-3, gt=0, description="classifier head learning rate")
@@ -75,7 +75,7 @@ class TrainingConfig(BaseModel):
         default=2,
         ge=0,
         description="keep the mean of the weights at the end of the last N epochs; 0 keeps the "
-        "checkpoint best on validation by checkpoint_metric instead (README)",
+        "checkpoint best on validation by checkpoint_metric instead (benchmarks/MEASUREMENTS.md)",
     )
     checkpoint_metric: Literal["micro_f1", "macro_ap"] = Field(
         default="macro_ap",
@@ -136,7 +136,7 @@ class TrainingConfig(BaseModel):
     keep_freed_memory: bool = Field(
         default=True,
         description="a training process keeps memory it frees for reuse (glibc): ~11% faster refresh, "
-        "~40% higher peak memory (README)",
+        "~40% higher peak memory (benchmarks/MEASUREMENTS.md)",
     )
     torch_threads: int | None = Field(default=None, ge=1)
     mixed_precision: Literal["auto", "bf16", "fp32"] = Field(

@@ -35,7 +35,8 @@ SAMPLE_TEMPLATE_LABELS = {
     "scikit-learn/scikit-learn": ["Bug", "New Feature", "Documentation", "Needs Triage"]
 }
 DEMO_REPO = "scikit-learn/scikit-learn"
-# The fast profile: minutes instead of the default's twenty, for a first look (README: quality).
+# The fast profile: minutes instead of the default's twenty, for a first look
+# (benchmarks/MEASUREMENTS.md: quality).
 FAST_PROFILE = TrainingConfig(
     max_length=128, mlm_max_length=128, mlm_head_warmup_steps=30, mlm_max_steps=40, epochs=6
 )

@@ -4,7 +4,7 @@ checkpoint that scored best on a small validation split.
 Choosing among checkpoints by 52 validation issues picks noise as often as skill (on
 scikit-learn it kept earlier checkpoints that scored lower on test); the last epochs of a
 linearly decaying learning rate sit close together, and their mean is as good or better
-(README, "Weights averaged over the last epochs").
+(benchmarks/MEASUREMENTS.md, "Weights averaged over the last epochs").
 """
 
 from __future__ import annotations
