@@ -32,6 +32,7 @@ from transformers import (
 
 from training.classifier import load_classifier
 from training.config import TrainingConfig
+from training.label_prior import head_from_label_names, label_text
 from training.metrics import best_global_threshold_f1, macro_average_precision
 from training.precision import trained_model, training_precision
 from training.tokens import tokenized_dataset
@@ -120,6 +121,13 @@ def finetune(
     )
     if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
         log.info("pooler copied from the base model (the adapted checkpoint has none)")
+    if config.head_init == "label_names":
+        issues = classifier_inputs(model, tokenizer, train[0], config.max_length)
+        names = classifier_inputs(model, tokenizer, [label_text(n) for n in label_names], config.max_length)
+        weight, bias = head_from_label_names(issues, names)
+        model.classifier.weight.data.copy_(weight)
+        model.classifier.bias.data.copy_(bias)
+        log.info("classifier head started from the features of the label names")
 
     train_set = tokenized_dataset(tokenizer, train[0], config.max_length).add_column(
         "labels", train[1].tolist()
@@ -280,3 +288,21 @@ def predict_logits(
     if not chunks:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     return np.concatenate(chunks)
+
+
+@torch.no_grad()
+def classifier_inputs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_length: int,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """What the classifier layer receives for each text (the pooled issue), in eval mode."""
+    captured: list[torch.Tensor] = []
+    hook = model.classifier.register_forward_pre_hook(lambda _layer, args: captured.append(args[0].float()))
+    try:
+        predict_logits(model, tokenizer, texts, max_length, batch_size)
+    finally:
+        hook.remove()
+    return torch.cat(captured)
