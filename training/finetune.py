@@ -1,9 +1,10 @@
 """Multi-label fine-tuning: AutoModelForSequenceClassification, sigmoid + BCE.
 
 Sparse labels make a plain BCE fine-tune collapse onto label frequencies, so positives are
-weighted by the negative/positive ratio (capped) and the fresh head learns faster than the
-encoder. The model kept is the mean of the weights at the last ``average_last_epochs`` epoch
-ends, or (with 0) the checkpoint best on validation by ``checkpoint_metric``.
+weighted by the negative/positive ratio (capped), the fresh head starts from the label names'
+features (``training.label_prior``) and learns faster than the encoder. The model kept is the
+mean of the weights at the last ``average_last_epochs`` epoch ends, or (with 0) the checkpoint
+best on validation by ``checkpoint_metric``.
 """
 
 from __future__ import annotations
@@ -122,11 +123,7 @@ def finetune(
     if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
         log.info("pooler copied from the base model (the adapted checkpoint has none)")
     if config.head_init == "label_names":
-        issues = classifier_inputs(model, tokenizer, train[0], config.max_length)
-        names = classifier_inputs(model, tokenizer, [label_text(n) for n in label_names], config.max_length)
-        weight, bias = head_from_label_names(issues, names)
-        model.classifier.weight.data.copy_(weight)
-        model.classifier.bias.data.copy_(bias)
+        start_head_from_label_names(model, tokenizer, label_names, train[0], config.max_length)
         log.info("classifier head started from the features of the label names")
 
     train_set = tokenized_dataset(tokenizer, train[0], config.max_length).add_column(
@@ -288,6 +285,21 @@ def predict_logits(
     if not chunks:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     return np.concatenate(chunks)
+
+
+def start_head_from_label_names(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    label_names: list[str],
+    train_texts: list[str],
+    max_length: int,
+) -> None:
+    """Set the classifier head from the label names' features (``training.label_prior``)."""
+    issues = classifier_inputs(model, tokenizer, train_texts, max_length)
+    names = classifier_inputs(model, tokenizer, [label_text(n) for n in label_names], max_length)
+    weight, bias = head_from_label_names(issues, names)
+    model.classifier.weight.data.copy_(weight)
+    model.classifier.bias.data.copy_(bias)
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from training.classifier import load_classifier
 from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
-from training.finetune import classifier_inputs, finetune, predict_logits
+from training.finetune import classifier_inputs, finetune, predict_logits, start_head_from_label_names
 from training.label_prior import head_from_label_names, label_text
 
 LABELS = ["Metadata Routing", "Array API", "Build / CI"]
@@ -55,13 +55,9 @@ def test_the_head_ranks_real_issues_by_their_labels_before_training(
         resolve_base_model(PACKAGED_MODEL), num_labels=len(LABELS), problem_type="multi_label_classification"
     )
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
-    issues = classifier_inputs(model, tokenizer, texts, max_length=64)
-    names = classifier_inputs(model, tokenizer, [label_text(n) for n in LABELS], max_length=64)
-    assert issues.shape == (len(texts), model.config.hidden_size)
+    assert classifier_inputs(model, tokenizer, texts[:3], 64).shape == (3, model.config.hidden_size)
     random_logits = predict_logits(model, tokenizer, texts, 64)
-    weight, bias = head_from_label_names(issues, names)
-    model.classifier.weight.data.copy_(weight)
-    model.classifier.bias.data.copy_(bias)
+    start_head_from_label_names(model, tokenizer, LABELS, texts, 64)
     logits = predict_logits(model, tokenizer, texts, 64)
     for column, name in enumerate(LABELS):
         known = roc_auc_score(targets[:, column], logits[:, column])
