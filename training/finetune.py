@@ -122,9 +122,11 @@ def finetune(
     )
     if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
         log.info("pooler copied from the base model (the adapted checkpoint has none)")
-    if config.head_init == "label_names":
+    if config.head_init == "label_names" and isinstance(getattr(model, "classifier", None), torch.nn.Linear):
         start_head_from_label_names(model, tokenizer, label_names, train[0], config.max_length)
         log.info("classifier head started from the features of the label names")
+    elif config.head_init == "label_names":  # e.g. RoBERTa's two-layer head
+        log.warning("%s has no single linear classifier layer: its head starts at random", encoder)
 
     train_set = tokenized_dataset(tokenizer, train[0], config.max_length).add_column(
         "labels", train[1].tolist()
