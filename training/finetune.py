@@ -89,6 +89,32 @@ def _copy_base_pooler(model: PreTrainedModel, base_model: str) -> bool:
     return True
 
 
+def initial_classifier(
+    encoder: str, base_model: str, label_names: list[str], train_texts: list[str], config: TrainingConfig
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The classifier as fine-tuning starts it: pooler and head set, nothing trained yet
+    (``benchmarks/zero_shot.py`` measures how it ranks)."""
+    set_seed(config.seed)  # the fresh head is initialised from the global generator
+    tokenizer = AutoTokenizer.from_pretrained(encoder)
+    model = load_classifier(
+        encoder,
+        config.pooling,
+        attention_dropout=config.attention_dropout,
+        num_labels=len(label_names),
+        problem_type="multi_label_classification",
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+    )
+    if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
+        log.info("pooler copied from the base model (the adapted checkpoint has none)")
+    if config.head_init == "label_names" and isinstance(getattr(model, "classifier", None), torch.nn.Linear):
+        start_head_from_label_names(model, tokenizer, label_names, train_texts, config.max_length)
+        log.info("classifier head started from the features of the label names")
+    elif config.head_init == "label_names":  # e.g. RoBERTa's two-layer head
+        log.warning("%s has no single linear classifier layer: its head starts at random", encoder)
+    return model, tokenizer
+
+
 def positive_weights(targets: np.ndarray, cap: float) -> torch.Tensor:
     positives = targets.sum(axis=0)
     negatives = targets.shape[0] - positives
@@ -109,25 +135,7 @@ def finetune(
     checkpoint best on validation (``config.average_last_epochs``). ``callbacks`` watch the
     training (benchmarks)."""
     started = time.monotonic()
-    set_seed(config.seed)  # the fresh head is initialised from the global generator
-    tokenizer = AutoTokenizer.from_pretrained(encoder)
-    model = load_classifier(
-        encoder,
-        config.pooling,
-        attention_dropout=config.attention_dropout,
-        num_labels=len(label_names),
-        problem_type="multi_label_classification",
-        id2label=dict(enumerate(label_names)),
-        label2id={name: i for i, name in enumerate(label_names)},
-    )
-    if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
-        log.info("pooler copied from the base model (the adapted checkpoint has none)")
-    if config.head_init == "label_names" and isinstance(getattr(model, "classifier", None), torch.nn.Linear):
-        start_head_from_label_names(model, tokenizer, label_names, train[0], config.max_length)
-        log.info("classifier head started from the features of the label names")
-    elif config.head_init == "label_names":  # e.g. RoBERTa's two-layer head
-        log.warning("%s has no single linear classifier layer: its head starts at random", encoder)
-
+    model, tokenizer = initial_classifier(encoder, base_model, label_names, train[0], config)
     train_set = tokenized_dataset(tokenizer, train[0], config.max_length).add_column(
         "labels", train[1].tolist()
     )

@@ -1,0 +1,117 @@
+"""Zero-shot ranking: how well the classifier ranks before fine-tuning trains anything.
+
+The head starts from the label names' features (``training.label_prior``), so an encoder whose
+pooled features place an issue near the words of its label starts fine-tuning ahead, most of all
+for rare labels. This measures that start — the labels' mean average precision (``macro_ap``)
+on the validation and test issues of the untrained classifier, built exactly as fine-tuning builds
+it — for the base encoder, optionally one adapted here with the config's MLM settings
+(``--adapt``) and any others given, each with [CLS] + pooler and with mean pooling. It explains
+differences, it does not predict them: fine-tuning moves every row of the head.
+
+    python benchmarks/zero_shot.py --adapt
+    python benchmarks/zero_shot.py --adapt --config gentler.yml --keep-encoder /tmp/adapted
+    python benchmarks/zero_shot.py --encoder adapted=/tmp/adapted
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.quality import DATASETS, RESULTS, load_dataset
+from training.adapt import adapt_encoder
+from training.allocator import keep_freed_memory
+from training.config import TrainingConfig, resolve_base_model
+from training.dataset import IssueDataset
+from training.finetune import initial_classifier, predict_logits
+from training.machine import cpu_info
+from training.metrics import macro_average_precision
+from training.quickstart import DEFAULT_DATA_DIR
+
+POOLINGS = ("cls", "mean")
+
+
+def zero_shot_ap(encoder: str, base: str, data: IssueDataset, config: TrainingConfig) -> dict[str, float]:
+    """Macro AP on validation and test of the untrained classifier from ``encoder``."""
+    model, tokenizer = initial_classifier(encoder, base, data.label_names, data.texts("train"), config)
+    return {
+        split: round(
+            macro_average_precision(
+                data.targets(split), predict_logits(model, tokenizer, data.texts(split), config.max_length)
+            ),
+            4,
+        )
+        for split in ("validation", "test")
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="sklearn", choices=list(DATASETS))
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--config", type=Path, help="training config (YAML/JSON): MLM settings, seed")
+    parser.add_argument("--adapt", action="store_true", help="also adapt the base encoder here")
+    parser.add_argument("--keep-encoder", type=Path, help="save the encoder adapted here to this folder")
+    parser.add_argument(
+        "--encoder", action="append", default=[], metavar="NAME=PATH", help="another encoder to measure"
+    )
+    parser.add_argument("--poolings", default=",".join(POOLINGS))
+    parser.add_argument("--out", type=Path, default=RESULTS / "zero_shot.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
+    if config.keep_freed_memory:
+        keep_freed_memory()
+    torch.set_num_threads(config.torch_threads or 2)
+    base = resolve_base_model(config.base_model)
+    encoders = {"base": base}
+    for given in args.encoder:
+        name, _, path = given.partition("=")
+        if not path or not (Path(path) / "config.json").is_file():
+            parser.error(f"--encoder {given!r}: expected NAME=PATH of a saved encoder folder")
+        encoders[name] = path
+    poolings = args.poolings.split(",")
+    if unknown := set(poolings) - set(POOLINGS):
+        parser.error(f"unknown pooling {sorted(unknown)}; choose from {', '.join(POOLINGS)}")
+
+    results: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        data = load_dataset(args.dataset, args.data_dir, workdir)
+        if args.adapt:
+            started = time.monotonic()
+            texts = [e.text for e in data.unlabeled] + data.texts("train")
+            adapted = adapt_encoder(texts, base, args.keep_encoder or workdir / "adapted", config)
+            print(
+                f"adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, held-out MLM loss "
+                f"{adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}",
+                flush=True,
+            )
+            encoders["adapted"] = str(adapted.encoder_dir)
+        print(f"{'encoder':<12} {'pooling':<8} {'validation AP':>14} {'test AP':>8}")
+        for name, path in encoders.items():
+            for pooling in poolings:
+                ap = zero_shot_ap(path, base, data, config.model_copy(update={"pooling": pooling}))
+                results.append({"encoder": name, "path": path, "pooling": pooling, **ap})
+                print(f"{name:<12} {pooling:<8} {ap['validation']:>14.3f} {ap['test']:>8.3f}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {"dataset": args.dataset, "config": config.model_dump(), "cpu": cpu_info(), "results": results},
+            indent=2,
+        )
+    )
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
