@@ -193,6 +193,8 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
         )
         for parameter in encoder.parameters():
             parameter.requires_grad = True
+    if config.mlm_freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad = False
     before = held_out_loss()
     log.info("MLM held-out loss after head warm-up: %.3f", before)
 

@@ -48,6 +48,11 @@ class TrainingConfig(BaseModel):
         "(0.1 for BERT); 0 adapts ~40% faster on CPU, at lower F1 and precision (benchmarks/MEASUREMENTS.md)",
     )
     mlm_max_steps: int | None = Field(default=None, ge=1, description="cap on MLM steps (tests, quick runs)")
+    mlm_freeze_word_embeddings: bool = Field(
+        default=False,
+        description="keep the vocabulary's embeddings while adapting: tied to the MLM output layer, every "
+        "row of them otherwise moves at every step, words never seen included",
+    )
 
     pooling: Literal["mean", "cls"] = Field(
         default="cls", description="issue embedding: mean of token states, or BERT's [CLS] pooler"
