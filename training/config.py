@@ -48,6 +48,12 @@ class TrainingConfig(BaseModel):
         "(0.1 for BERT); 0 adapts ~40% faster on CPU, at lower F1 and precision (benchmarks/MEASUREMENTS.md)",
     )
     mlm_max_steps: int | None = Field(default=None, ge=1, description="cap on MLM steps (tests, quick runs)")
+    mlm_keep_features: float = Field(
+        default=0.0,
+        ge=0,
+        description="weight of a term that keeps the token states of unmasked positions near the base "
+        "model's (1 - cosine): MLM alone pulls a sentence encoder's features together; 0 leaves them free",
+    )
     mlm_freeze_word_embeddings: bool = Field(
         default=False,
         description="keep the vocabulary's embeddings while adapting: tied to the MLM output layer, every "

@@ -36,3 +36,31 @@ def test_frozen_word_embeddings_stay_while_the_layers_adapt(
     # frozen: the vocabulary is the base model's to the bit, the layers still adapt
     assert torch.equal(after[True][word], before[word])
     assert not torch.equal(after[True][layer], before[layer])
+
+
+def _drift(encoder: str | Path, base: str, texts: list[str]) -> float:
+    """Mean 1 - cosine between the encoder's and the base model's token states on ``texts``."""
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        ours = AutoModel.from_pretrained(encoder).eval()(**batch).last_hidden_state[real]
+        theirs = AutoModel.from_pretrained(base).eval()(**batch).last_hidden_state[real]
+    return float(1 - torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).mean())
+
+
+def test_keeping_features_holds_token_states_near_the_base_models(
+    titles: list[str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    base = resolve_base_model(PACKAGED_MODEL)
+    # a learning rate large enough that two steps move the features visibly
+    config = SHORT.model_copy(update={"mlm_learning_rate": 3e-4, "mlm_max_steps": 10})
+    drift = {}
+    for keep in (0.0, 50.0):
+        adapted = adapt_encoder(
+            titles, base, tmp_path / f"keep-{keep}", config.model_copy(update={"mlm_keep_features": keep})
+        )
+        drift[keep] = _drift(adapted.encoder_dir, base, titles)
+    assert drift[0.0] > 0.01, drift
+    assert drift[50.0] < drift[0.0] / 2, drift
