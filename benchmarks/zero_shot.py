@@ -29,7 +29,7 @@ from training.adapt import adapt_encoder
 from training.allocator import keep_freed_memory
 from training.config import TrainingConfig, resolve_base_model
 from training.dataset import IssueDataset
-from training.finetune import initial_classifier, predict_logits
+from training.finetune import classifier_inputs, initial_classifier, predict_logits
 from training.machine import cpu_info
 from training.metrics import macro_average_precision
 from training.quickstart import DEFAULT_DATA_DIR
@@ -37,10 +37,12 @@ from training.quickstart import DEFAULT_DATA_DIR
 POOLINGS = ("cls", "mean")
 
 
-def zero_shot_ap(encoder: str, base: str, data: IssueDataset, config: TrainingConfig) -> dict[str, float]:
-    """Macro AP on validation and test of the untrained classifier from ``encoder``."""
+def zero_shot(encoder: str, base: str, data: IssueDataset, config: TrainingConfig) -> dict[str, float]:
+    """Macro AP on validation and test of the untrained classifier from ``encoder``, and the mean
+    cosine between the validation issues' pooled features: near 1 when an encoder has pulled every
+    issue together (what masked-language modelling does to a sentence encoder's features)."""
     model, tokenizer = initial_classifier(encoder, base, data.label_names, data.texts("train"), config)
-    return {
+    result = {
         split: round(
             macro_average_precision(
                 data.targets(split), predict_logits(model, tokenizer, data.texts(split), config.max_length)
@@ -49,6 +51,13 @@ def zero_shot_ap(encoder: str, base: str, data: IssueDataset, config: TrainingCo
         )
         for split in ("validation", "test")
     }
+    features = torch.nn.functional.normalize(
+        classifier_inputs(model, tokenizer, data.texts("validation"), config.max_length), dim=1
+    )
+    similarity = features @ features.T
+    n = similarity.shape[0]
+    result["pairwise_cosine"] = round(float((similarity.sum() - similarity.trace()) / (n * (n - 1))), 4)
+    return result
 
 
 def main() -> int:
@@ -96,12 +105,16 @@ def main() -> int:
                 flush=True,
             )
             encoders["adapted"] = str(adapted.encoder_dir)
-        print(f"{'encoder':<12} {'pooling':<8} {'validation AP':>14} {'test AP':>8}")
+        print(f"{'encoder':<12} {'pooling':<8} {'validation AP':>14} {'test AP':>8} {'pairwise cosine':>17}")
         for name, path in encoders.items():
             for pooling in poolings:
-                ap = zero_shot_ap(path, base, data, config.model_copy(update={"pooling": pooling}))
-                results.append({"encoder": name, "path": path, "pooling": pooling, **ap})
-                print(f"{name:<12} {pooling:<8} {ap['validation']:>14.3f} {ap['test']:>8.3f}", flush=True)
+                measured = zero_shot(path, base, data, config.model_copy(update={"pooling": pooling}))
+                results.append({"encoder": name, "path": path, "pooling": pooling, **measured})
+                print(
+                    f"{name:<12} {pooling:<8} {measured['validation']:>14.3f} {measured['test']:>8.3f} "
+                    f"{measured['pairwise_cosine']:>17.3f}",
+                    flush=True,
+                )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
