@@ -105,13 +105,13 @@ def main() -> int:
                 flush=True,
             )
             encoders["adapted"] = str(adapted.encoder_dir)
-        print(f"{'encoder':<12} {'pooling':<8} {'validation AP':>14} {'test AP':>8} {'pairwise cosine':>17}")
+        print(f"{'encoder':<18} {'pooling':<8} {'validation AP':>14} {'test AP':>8} {'pairwise cosine':>17}")
         for name, path in encoders.items():
             for pooling in poolings:
                 measured = zero_shot(path, base, data, config.model_copy(update={"pooling": pooling}))
                 results.append({"encoder": name, "path": path, "pooling": pooling, **measured})
                 print(
-                    f"{name:<12} {pooling:<8} {measured['validation']:>14.3f} {measured['test']:>8.3f} "
+                    f"{name:<18} {pooling:<8} {measured['validation']:>14.3f} {measured['test']:>8.3f} "
                     f"{measured['pairwise_cosine']:>17.3f}",
                     flush=True,
                 )
