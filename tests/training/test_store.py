@@ -1,5 +1,6 @@
 """The store on SQLite and PostgreSQL: schema by migrations, idempotent upserts, label history."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
@@ -112,3 +113,28 @@ def test_sqlite_commits_flush_to_disk_unless_the_url_asks_for_normal(tmp_path) -
             store.close()
     assert levels == {"a.db": 2, "b.db?synchronous=normal": 1}  # FULL, NORMAL
     assert (tmp_path / "b.db").is_file()  # the query is ours, not part of the file name
+
+
+def test_a_repository_first_seen_by_several_processes_at_once_is_created_once(store: Store) -> None:
+    """Two replicas' first refresh of a new repository start together: neither may fail."""
+    names = [f"octo/new-{i}" for i in range(10)]
+    together = threading.Barrier(4)
+    ids: dict[str, set[int]] = {name: set() for name in names}
+    errors: list[BaseException] = []
+
+    def first_sight() -> None:
+        for name in names:
+            together.wait()
+            try:
+                with store.session() as session:
+                    ids[name].add(ensure_repository(session, name).id)
+            except Exception as exc:  # noqa: BLE001 (collected for the assertion)
+                errors.append(exc)
+
+    threads = [threading.Thread(target=first_sight) for _ in range(together.parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:2]
+    assert all(len(found) == 1 for found in ids.values()), ids

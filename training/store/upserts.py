@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from training.records import IssueRecord, LabelRecord
@@ -39,11 +41,22 @@ def get_repository(session: Session, full_name: str) -> Repository | None:
 def ensure_repository(
     session: Session, full_name: str, *, github_id: int | None = None, node_id: str | None = None
 ) -> Repository:
-    """The repository row, created on first sight; ids are filled in when GitHub tells them."""
+    """The repository row, created on first sight; ids are filled in when GitHub tells them.
+
+    Two processes may see a new repository at the same moment (two replicas' first scheduled
+    refresh, a refresh beside the bot): the row is inserted unless it exists by then, so neither
+    fails on the other's insert."""
     repo = get_repository(session, full_name)
     if repo is None:
-        repo = Repository(full_name=full_name, created_at=now())
-        session.add(repo)
+        insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(
+            insert(Repository)
+            .values(full_name=full_name, created_at=now())
+            .on_conflict_do_nothing(index_elements=[Repository.full_name])
+        )
+        repo = get_repository(session, full_name)
+        if repo is None:  # inserted here, or committed by the other process first: never so
+            raise RuntimeError(f"the repository row for {full_name} is neither inserted nor found")
     if github_id is not None:
         repo.github_id = github_id
     if node_id is not None:
