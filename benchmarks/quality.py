@@ -106,6 +106,17 @@ def _transformer(
     }
 
 
+def training_process(config_path: Path | None) -> TrainingConfig:
+    """The config of a benchmark that trains, and this process set up as a refresh sets up its own
+    (quiet logs, freed memory kept, the config's threads)."""
+    logging.basicConfig(level=logging.WARNING)
+    config = TrainingConfig.from_file(config_path) if config_path else TrainingConfig()
+    if config.keep_freed_memory:
+        keep_freed_memory()
+    torch.set_num_threads(config.torch_threads or 2)
+    return config
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,11 +132,7 @@ def main() -> int:
         "--scores-dir", type=Path, help="also keep each transformer's validation and test scores (.npz) here"
     )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
-    if config.keep_freed_memory:
-        keep_freed_memory()
-    torch.set_num_threads(config.torch_threads or 2)
+    config = training_process(args.config)
     methods = args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [config.seed]
     base = resolve_base_model(config.base_model)

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.quality import DATASETS, RESULTS, load_dataset
+from benchmarks.quality import DATASETS, RESULTS, load_dataset, training_process
 from training.adapt import adapt_encoder
-from training.allocator import keep_freed_memory
 from training.config import TrainingConfig, resolve_base_model
 from training.dataset import IssueDataset
 from training.finetune import classifier_inputs, initial_classifier, predict_logits
@@ -75,11 +73,7 @@ def main() -> int:
     parser.add_argument("--poolings", default=",".join(POOLINGS))
     parser.add_argument("--out", type=Path, default=RESULTS / "zero_shot.json")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    config = TrainingConfig.from_file(args.config) if args.config else TrainingConfig()
-    if config.keep_freed_memory:
-        keep_freed_memory()
-    torch.set_num_threads(config.torch_threads or 2)
+    config = training_process(args.config)
     base = resolve_base_model(config.base_model)
     encoders = {"base": base}
     for given in args.encoder:
