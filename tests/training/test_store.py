@@ -1,6 +1,7 @@
 """The store on SQLite and PostgreSQL: schema by migrations, idempotent upserts, label history."""
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
@@ -138,3 +139,58 @@ def test_a_repository_first_seen_by_several_processes_at_once_is_created_once(st
         thread.join(60)
     assert not errors, errors[:2]
     assert all(len(found) == 1 for found in ids.values()), ids
+
+
+def _store_together(store: Store, records: list[IssueRecord], writers: int = 4) -> dict[int, list[Outcome]]:
+    """Each record stored by ``writers`` threads at the same instant; their outcomes by number."""
+    together = threading.Barrier(writers)
+    outcomes: dict[int, list[Outcome]] = {record.number: [] for record in records}  # type: ignore[misc]
+    errors: list[BaseException] = []
+
+    def store_each() -> None:
+        for record in records:
+            together.wait()
+            try:
+                outcomes[record.number].append(_store_one(store, record))  # type: ignore[index]
+            except Exception as exc:  # noqa: BLE001 (collected for the assertion)
+                errors.append(exc)
+
+    threads = [threading.Thread(target=store_each) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:2]
+    return outcomes
+
+
+def test_an_issue_stored_by_several_processes_at_once_is_stored_once(store: Store) -> None:
+    """A refresh's fetch and the bot may store the same issue, with the same new labels, at the
+    same instant: neither may fail, and each label goes on (and comes off) the issue once."""
+    with store.session() as session:
+        ensure_repository(session, "octo/repo")
+    bug, api, docs = (LabelRecord(name, node_id=f"LA_{name}") for name in ("bug", "API", "docs"))
+    first = [IssueRecord(**{**vars(_issue(number=n)), "labels": (bug, api)}) for n in range(1, 11)]
+    outcomes = _store_together(store, first)
+    assert all(sorted(found) == [Outcome.NEW] + [Outcome.UNCHANGED] * 3 for found in outcomes.values()), (
+        outcomes
+    )
+    # An edit of stored issues: on PostgreSQL a writer may read the issue before another's edit
+    # commits and store the same edit again; what counts is that no label change is doubled.
+    later = T0 + timedelta(hours=1)
+    _store_together(store, [replace(record, labels=(api, docs), updated_at=later) for record in first])
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Issue)) == 10
+        assert session.scalar(select(func.count()).select_from(Label)) == 3
+        events = session.execute(
+            select(Label.name, LabelEvent.action, func.count())
+            .join(Label)
+            .group_by(Label.name, LabelEvent.action)
+            .order_by(Label.name, LabelEvent.action)
+        ).all()
+    assert [tuple(e) for e in events] == [
+        ("API", "labeled", 10),
+        ("bug", "labeled", 10),
+        ("bug", "unlabeled", 10),
+        ("docs", "labeled", 10),
+    ]

@@ -5,14 +5,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from training.records import IssueRecord, LabelRecord
 from training.store.models import (
+    Base,
     FetchCursor,
     Issue,
     IssueLabel,
@@ -23,6 +25,8 @@ from training.store.models import (
     TemplateLabel,
 )
 
+Row = TypeVar("Row", bound=Base)
+
 
 class Outcome(enum.StrEnum):
     NEW = "new"
@@ -32,6 +36,17 @@ class Outcome(enum.StrEnum):
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def insert_unless_present(
+    session: Session, model: type[Row], values: dict[str, Any], unique: list[str]
+) -> Row | None:
+    """Insert a row unless one with the same ``unique`` columns exists, committed by another
+    process meanwhile included (the insert waits for that process's commit): the new row, or
+    None when it was there. Two writers of the same new row then never fail on each other's."""
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(model).values(**values).on_conflict_do_nothing(index_elements=unique).returning(model)
+    return session.scalars(statement).first()
 
 
 def get_repository(session: Session, full_name: str) -> Repository | None:
@@ -48,13 +63,10 @@ def ensure_repository(
     fails on the other's insert."""
     repo = get_repository(session, full_name)
     if repo is None:
-        insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(
-            insert(Repository)
-            .values(full_name=full_name, created_at=now())
-            .on_conflict_do_nothing(index_elements=[Repository.full_name])
+        values = {"full_name": full_name, "created_at": now()}
+        repo = insert_unless_present(session, Repository, values, ["full_name"]) or get_repository(
+            session, full_name
         )
-        repo = get_repository(session, full_name)
         if repo is None:  # inserted here, or committed by the other process first: never so
             raise RuntimeError(f"the repository row for {full_name} is neither inserted nor found")
     if github_id is not None:
@@ -94,8 +106,7 @@ class LabelCatalogue:
                 self._mark_deleted(row)
                 row = None
         if row is None:
-            row = Label(repository_id=self.repository.id, name=record.name, updated_at=now())
-            self.session.add(row)
+            row = self._new_label(record)
         changed = False
         if row.name != record.name:
             self._by_name.pop(row.name, None)
@@ -115,6 +126,26 @@ class LabelCatalogue:
         if row.node_id:
             self._by_node[row.node_id] = row
         self.session.flush()
+        return row
+
+    def _new_label(self, record: LabelRecord) -> Label:
+        if record.node_id is None:  # nothing to recognise it by but its name
+            row = Label(repository_id=self.repository.id, name=record.name, updated_at=now())
+            self.session.add(row)
+            return row
+        # The bot and a fetch may meet the same new label at once.
+        values = {"repository_id": self.repository.id, "node_id": record.node_id}
+        row = insert_unless_present(
+            self.session, Label, values | {"name": record.name, "updated_at": now()}, list(values)
+        ) or self.session.scalar(
+            select(Label)
+            .where(Label.repository_id == self.repository.id, Label.node_id == record.node_id)
+            .execution_options(populate_existing=True)
+        )
+        if row is None:  # inserted here, or committed by the other process first: never so
+            raise RuntimeError(
+                f"label {record.name} of {self.repository.full_name} is neither inserted nor found"
+            )
         return row
 
     def delete(self, record: LabelRecord) -> None:
@@ -168,8 +199,34 @@ def upsert_issue(
     (with who made them, when a webhook says so)."""
     repository = catalogue.repository
     content_hash = record.content_hash()
-    issue = session.scalar(select(Issue).where(Issue.repository_id == repository.id, Issue.key == record.key))
-    if issue is not None:
+    stamp = now()
+    fields = {
+        "number": record.number,
+        "title": record.title,
+        "body": record.body,
+        "state": record.state,
+        "is_pull_request": record.is_pull_request,
+        "author_login": record.author_login,
+        "author_association": record.author_association,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "closed_at": record.closed_at,
+        "content_hash": content_hash,
+        "source": source,
+        "last_changed_at": stamp,
+    }
+    issue = _stored_issue(session, repository, record.key)
+    inserted = None
+    if issue is None:
+        new_row = {"repository_id": repository.id, "key": record.key, "first_stored_at": stamp}
+        new_row |= {"node_id": record.node_id, "github_id": record.github_id}
+        inserted = insert_unless_present(session, Issue, fields | new_row, ["repository_id", "key"])
+    if inserted is not None:
+        issue, outcome = inserted, Outcome.NEW
+    else:
+        issue = issue or _stored_issue(session, repository, record.key)  # another process's, just now
+        if issue is None:  # inserted by the other process or found: never so
+            raise RuntimeError(f"issue {record.key} of {repository.full_name} is neither inserted nor found")
         if issue.content_hash == content_hash:
             return Outcome.UNCHANGED
         if (
@@ -178,61 +235,53 @@ def upsert_issue(
             and record.updated_at < issue.updated_at
         ):
             return Outcome.UNCHANGED  # an older copy of what is stored: keep the newer one
-    outcome = Outcome.NEW if issue is None else Outcome.UPDATED
-    stamp = now()
-    if issue is None:
-        issue = Issue(repository_id=repository.id, key=record.key, first_stored_at=stamp, labels=[])
-        session.add(issue)
-    issue.number = record.number
-    issue.node_id = record.node_id or issue.node_id
-    issue.github_id = record.github_id or issue.github_id
-    issue.title = record.title
-    issue.body = record.body
-    issue.state = record.state
-    issue.is_pull_request = record.is_pull_request
-    issue.author_login = record.author_login
-    issue.author_association = record.author_association
-    issue.created_at = record.created_at
-    issue.updated_at = record.updated_at
-    issue.closed_at = record.closed_at
-    issue.content_hash = content_hash
-    issue.source = source
-    issue.last_changed_at = stamp
-    session.flush()
+        outcome = Outcome.UPDATED
+        for name, value in fields.items():
+            setattr(issue, name, value)
+        issue.node_id = record.node_id or issue.node_id
+        issue.github_id = record.github_id or issue.github_id
+        session.flush()
 
-    wanted = {catalogue.resolve(label).id: label for label in record.labels}
-    current = {link.label_id: link for link in issue.labels}
-    occurred = record.updated_at or stamp
-    for label_id in wanted.keys() - current.keys():
-        issue.labels.append(IssueLabel(label_id=label_id))
-        session.add(
-            LabelEvent(
-                issue_id=issue.id,
-                label_id=label_id,
-                action="labeled",
-                source=source,
-                actor_login=actor_login,
-                actor_type=actor_type,
-                delivery_id=delivery_id,
-                occurred_at=occurred,
+    wanted = {catalogue.resolve(label).id for label in record.labels}
+    current = {link.label_id for link in issue.labels}
+    changes = [(label_id, "labeled") for label_id in sorted(wanted - current)]
+    changes += [(label_id, "unlabeled") for label_id in sorted(current - wanted)]
+    for label_id, action in changes:
+        # A link another process put on or took off meanwhile is its change to record, not ours.
+        if action == "labeled":
+            link_row = {"issue_id": issue.id, "label_id": label_id}
+            changed = insert_unless_present(session, IssueLabel, link_row, list(link_row)) is not None
+        else:
+            link = IssueLabel.issue_id == issue.id, IssueLabel.label_id == label_id
+            changed = (
+                session.execute(delete(IssueLabel).where(*link).returning(IssueLabel.label_id)).first()
+                is not None
             )
-        )
-    for label_id in current.keys() - wanted.keys():
-        issue.labels.remove(current[label_id])
-        session.add(
-            LabelEvent(
-                issue_id=issue.id,
-                label_id=label_id,
-                action="unlabeled",
-                source=source,
-                actor_login=actor_login,
-                actor_type=actor_type,
-                delivery_id=delivery_id,
-                occurred_at=occurred,
+        if changed:
+            session.add(
+                LabelEvent(
+                    issue_id=issue.id,
+                    label_id=label_id,
+                    action=action,
+                    source=source,
+                    actor_login=actor_login,
+                    actor_type=actor_type,
+                    delivery_id=delivery_id,
+                    occurred_at=record.updated_at or stamp,
+                )
             )
-        )
+    if changes:
+        session.expire(issue, ["labels"])
     session.flush()
     return outcome
+
+
+def _stored_issue(session: Session, repository: Repository, key: str) -> Issue | None:
+    return session.scalar(
+        select(Issue)
+        .where(Issue.repository_id == repository.id, Issue.key == key)
+        .execution_options(populate_existing=True)
+    )
 
 
 def set_template_labels(session: Session, repository: Repository, by_source: dict[str, list[str]]) -> None:
