@@ -27,7 +27,7 @@ from benchmarks.quality import DATASETS, RESULTS, load_dataset, training_process
 from training.adapt import adapt_encoder
 from training.config import TrainingConfig, resolve_base_model
 from training.dataset import IssueDataset
-from training.finetune import classifier_inputs, initial_classifier, predict_logits
+from training.finetune import classifier_inputs, initial_classifier
 from training.machine import cpu_info
 from training.metrics import macro_average_precision
 from training.quickstart import DEFAULT_DATA_DIR
@@ -40,18 +40,13 @@ def zero_shot(encoder: str, base: str, data: IssueDataset, config: TrainingConfi
     cosine between the validation issues' pooled features: near 1 when an encoder has pulled every
     issue together (what masked-language modelling does to a sentence encoder's features)."""
     model, tokenizer = initial_classifier(encoder, base, data.label_names, data.texts("train"), config)
-    result = {
-        split: round(
-            macro_average_precision(
-                data.targets(split), predict_logits(model, tokenizer, data.texts(split), config.max_length)
-            ),
-            4,
-        )
-        for split in ("validation", "test")
-    }
-    features = torch.nn.functional.normalize(
-        classifier_inputs(model, tokenizer, data.texts("validation"), config.max_length), dim=1
-    )
+    result, pooled = {}, {}
+    for split in ("validation", "test"):
+        pooled[split] = classifier_inputs(model, tokenizer, data.texts(split), config.max_length)
+        with torch.no_grad():  # the classifier layer is all that is left of the forward pass
+            logits = model.classifier(pooled[split]).numpy()
+        result[split] = round(macro_average_precision(data.targets(split), logits), 4)
+    features = torch.nn.functional.normalize(pooled["validation"], dim=1)
     similarity = features @ features.T
     n = similarity.shape[0]
     result["pairwise_cosine"] = round(float((similarity.sum() - similarity.trace()) / (n * (n - 1))), 4)

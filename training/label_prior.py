@@ -6,6 +6,11 @@ too few to find it again. The encoder already places an issue about metadata rou
 words "metadata routing". So each label's row of the head starts as the direction from the mean
 training issue to the features of the label's name, scaled so that its logits over the training
 issues have mean 0 and standard deviation 1; fine-tuning then moves it as it would a random one.
+
+What every label's name shares -- being a few words rather than an issue -- says nothing about
+which label an issue has, yet it is much of each direction, the more so for an encoder that
+masked-language modelling has pulled every text together with. So the part of the directions
+common to all labels is taken out first, and each row ranks issues by its own label's topic.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ def head_from_label_names(issues: torch.Tensor, names: torch.Tensor) -> tuple[to
     of the training issues (issues x features) and of the label names (labels x features)."""
     mean = issues.mean(dim=0)
     directions = names - mean
+    if len(directions) > 1:  # a single label's direction is all shared
+        shared = directions.mean(dim=0)
+        shared = shared / shared.norm().clamp(min=1e-12)
+        directions = directions - (directions @ shared).unsqueeze(1) * shared
     directions = directions / directions.norm(dim=1, keepdim=True).clamp(min=1e-12)
     spread = ((issues - mean) @ directions.T).std(dim=0).clamp(min=1e-6)
     weight = directions / spread.unsqueeze(1)

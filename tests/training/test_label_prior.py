@@ -39,6 +39,24 @@ def test_each_row_standardises_its_logits_over_the_training_issues() -> None:
     assert (own > 0).all()
 
 
+def test_what_every_label_name_shares_does_not_rank_issues() -> None:
+    """Names are short texts: far from every issue in one shared direction. An issue further
+    along it (a short one, say) is no likelier to carry any label, so the rows must not rank by it."""
+    generator = torch.Generator().manual_seed(1)
+    topics = torch.eye(8)[:4]  # one direction per label
+    shared = torch.eye(8)[7]  # what names have and issues lack
+    has = torch.rand(2000, 4, generator=generator) < 0.2
+    issues = has.float() @ topics + torch.randn(2000, 8, generator=generator) * 0.5
+    issues += torch.randn(2000, 1, generator=generator) * 2 * shared  # unrelated to any label
+    names = topics + 6 * shared
+    weight, bias = head_from_label_names(issues, names)
+    logits = issues @ weight.T + bias
+    for column in range(4):
+        assert roc_auc_score(has[:, column].numpy(), logits[:, column].numpy()) > 0.85, column
+    one_weight, _ = head_from_label_names(issues, names[:1])  # nothing to compare a single name with
+    assert torch.isfinite(one_weight).all() and one_weight.norm() > 0
+
+
 @pytest.fixture(scope="module")
 def sklearn_issues(shared_data: Path) -> tuple[list[str], np.ndarray]:
     rows = [json.loads(line) for line in (shared_data / "sklearn_surya" / "issues.jsonl").open()][:400]
