@@ -73,10 +73,11 @@ class TrainingConfig(BaseModel):
         description="dropout on attention probabilities while fine-tuning; none keeps the base model's "
         "(0.1 for BERT); 0 fine-tunes ~25% faster on CPU, at lower precision (benchmarks/MEASUREMENTS.md)",
     )
-    head_init: Literal["label_names", "random"] = Field(
+    head_init: Literal["label_names", "label_topics", "random"] = Field(
         default="label_names",
         description="start the classifier head from the encoder's features of the label names "
-        "(training.label_prior), or at random",
+        "(training.label_prior), the same less what every label's direction shares "
+        "(label_topics: better ranking before training, no better after), or at random",
     )
     learning_rate: float = Field(default=1e-4, gt=0, description="encoder learning rate")
     head_learning_rate: float = Field(default=3e-3, gt=0, description="classifier head learning rate")

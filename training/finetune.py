@@ -107,10 +107,14 @@ def initial_classifier(
     )
     if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
         log.info("pooler copied from the base model (the adapted checkpoint has none)")
-    if config.head_init == "label_names" and isinstance(getattr(model, "classifier", None), torch.nn.Linear):
-        start_head_from_label_names(model, tokenizer, label_names, train_texts, config.max_length)
+    from_names = config.head_init in ("label_names", "label_topics")
+    if from_names and isinstance(getattr(model, "classifier", None), torch.nn.Linear):
+        shared_removed = config.head_init == "label_topics"
+        start_head_from_label_names(
+            model, tokenizer, label_names, train_texts, config.max_length, shared_removed
+        )
         log.info("classifier head started from the features of the label names")
-    elif config.head_init == "label_names":  # e.g. RoBERTa's two-layer head
+    elif from_names:  # e.g. RoBERTa's two-layer head
         log.warning("%s has no single linear classifier layer: its head starts at random", encoder)
     return model, tokenizer
 
@@ -303,11 +307,12 @@ def start_head_from_label_names(
     label_names: list[str],
     train_texts: list[str],
     max_length: int,
+    shared_removed: bool = False,
 ) -> None:
     """Set the classifier head from the label names' features (``training.label_prior``)."""
     issues = classifier_inputs(model, tokenizer, train_texts, max_length)
     names = classifier_inputs(model, tokenizer, [label_text(n) for n in label_names], max_length)
-    weight, bias = head_from_label_names(issues, names)
+    weight, bias = head_from_label_names(issues, names, shared_removed)
     model.classifier.weight.data.copy_(weight)
     model.classifier.bias.data.copy_(bias)
 

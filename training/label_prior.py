@@ -9,8 +9,10 @@ issues have mean 0 and standard deviation 1; fine-tuning then moves it as it wou
 
 What every label's name shares -- being a few words rather than an issue -- says nothing about
 which label an issue has, yet it is much of each direction, the more so for an encoder that
-masked-language modelling has pulled every text together with. So the part of the directions
-common to all labels is taken out first, and each row ranks issues by its own label's topic.
+masked-language modelling has pulled every text together with. ``shared_removed`` takes the part
+of the directions common to all labels out first (``head_init: label_topics``): each row then
+ranks issues by its own label's topic before training, clearly better, but after fine-tuning it
+measured no better (benchmarks/MEASUREMENTS.md), so it is not the default.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ def label_text(name: str) -> str:
     return _SEPARATORS.sub(" ", name).strip().lower()
 
 
-def head_from_label_names(issues: torch.Tensor, names: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def head_from_label_names(
+    issues: torch.Tensor, names: torch.Tensor, shared_removed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight (labels x features) and bias of a linear head from the classifier-layer inputs
     of the training issues (issues x features) and of the label names (labels x features)."""
     mean = issues.mean(dim=0)
     directions = names - mean
-    if len(directions) > 1:  # a single label's direction is all shared
+    if shared_removed and len(directions) > 1:  # a single label's direction is all shared
         shared = directions.mean(dim=0)
         shared = shared / shared.norm().clamp(min=1e-12)
         directions = directions - (directions @ shared).unsqueeze(1) * shared

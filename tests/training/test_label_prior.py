@@ -39,7 +39,7 @@ def test_each_row_standardises_its_logits_over_the_training_issues() -> None:
     assert (own > 0).all()
 
 
-def test_what_every_label_name_shares_does_not_rank_issues() -> None:
+def test_label_topics_leave_out_what_every_label_name_shares() -> None:
     """Names are short texts: far from every issue in one shared direction. An issue further
     along it (a short one, say) is no likelier to carry any label, so the rows must not rank by it."""
     generator = torch.Generator().manual_seed(1)
@@ -49,11 +49,16 @@ def test_what_every_label_name_shares_does_not_rank_issues() -> None:
     issues = has.float() @ topics + torch.randn(2000, 8, generator=generator) * 0.5
     issues += torch.randn(2000, 1, generator=generator) * 2 * shared  # unrelated to any label
     names = topics + 6 * shared
-    weight, bias = head_from_label_names(issues, names)
+    weight, bias = head_from_label_names(issues, names, shared_removed=True)
     logits = issues @ weight.T + bias
     for column in range(4):
         assert roc_auc_score(has[:, column].numpy(), logits[:, column].numpy()) > 0.85, column
-    one_weight, _ = head_from_label_names(issues, names[:1])  # nothing to compare a single name with
+    weight, bias = head_from_label_names(issues, names)  # the default keeps the shared part
+    logits = issues @ weight.T + bias
+    assert roc_auc_score(has[:, 0].numpy(), logits[:, 0].numpy()) < 0.6
+    one_weight, _ = head_from_label_names(
+        issues, names[:1], shared_removed=True
+    )  # nothing to compare it with
     assert torch.isfinite(one_weight).all() and one_weight.norm() > 0
 
 
