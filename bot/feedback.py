@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from training.store.models import Feedback, Issue, IssueLabel, Label, LabelEvent, Prediction, Repository
+from training.store.upserts import insert_unless_present
 
 FALSE_POSITIVE, FALSE_NEGATIVE, ACCEPTED = "false_positive", "false_negative", "accepted"
 
@@ -44,21 +45,20 @@ def _add(
     )
     if exists is not None:
         return False
-    session.add(
-        Feedback(
-            repository_id=repository.id,
-            issue_number=number,
-            label_name=label,
-            label_node_id=node_id,
-            kind=kind,
-            prediction_id=prediction.id if prediction is not None else None,
-            actor_login=actor,
-            delivery_id=delivery_id,
-            occurred_at=at,
-        )
-    )
-    session.flush()
-    return True
+    values = {
+        "repository_id": repository.id,
+        "issue_number": number,
+        "label_name": label,
+        "label_node_id": node_id,
+        "kind": kind,
+        "prediction_id": prediction.id if prediction is not None else None,
+        "actor_login": actor,
+        "delivery_id": delivery_id,
+        "occurred_at": at,
+    }
+    # two replicas sweeping accepted labels at once write the same rows: the later one skips
+    unique = ["repository_id", "issue_number", "label_name", "kind"]
+    return insert_unless_present(session, Feedback, values, unique) is not None
 
 
 def record_human_change(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot import feedback
 from tests.bot.conftest import REPO, BotUnderTest
 from tests.bot.helpers import API_TOKEN, wait_for
-from training.store.models import Feedback, LabelEvent
+from training.records import IssueRecord, LabelRecord
+from training.store import Store
+from training.store.models import Feedback, LabelEvent, Prediction
+from training.store.upserts import LabelCatalogue, ensure_repository, upsert_issue
 
 
 def _labeled_issue(bot: BotUnderTest, delivery_id: str) -> dict:
@@ -80,3 +84,47 @@ def test_bot_labels_left_in_place_count_as_accepted_after_the_configured_days(bo
         (issue["number"], "bug", "accepted"),
         (issue["number"], "documentation", "accepted"),
     ]
+
+
+def test_replicas_sweeping_accepted_labels_at_once_record_each_once(store: Store) -> None:
+    """Every replica of the bot runs the daily sweep; when two run it at the same moment neither
+    may fail on the other's rows, and each accepted label is counted once."""
+    applied = datetime(2025, 1, 1, tzinfo=UTC)
+    with store.session() as session:
+        repository = ensure_repository(session, REPO)
+        catalogue = LabelCatalogue(session, repository)
+        labels = tuple(LabelRecord(name) for name in ("bug", "documentation"))
+        for number in range(1, 11):
+            record = IssueRecord(
+                repo=REPO, number=number, title="Crash when fitting", body="Traceback ...",
+                labels=labels, state="open", created_at=applied, updated_at=applied,
+            )  # fmt: skip
+            upsert_issue(session, catalogue, record, source="bot")
+            session.add(
+                Prediction(
+                    repository_id=repository.id, issue_number=number, bundle_version="v1", scores={},
+                    labels=["bug", "documentation"], reason="applied", decided_at=applied, applied_at=applied,
+                )
+            )  # fmt: skip
+    replicas = 4
+    together = threading.Barrier(replicas)
+    added: list[int] = []
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        together.wait()
+        try:
+            with store.session() as session:
+                added.append(feedback.sweep_accepted(session, at=applied + timedelta(days=30), days=7))
+        except Exception as exc:  # noqa: BLE001 (collected for the assertion)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sweep) for _ in range(replicas)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors[:2]
+    assert sum(added) == 20
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Feedback)) == 20
