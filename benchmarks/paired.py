@@ -72,7 +72,7 @@ def f1_scores(targets: np.ndarray, decided: np.ndarray) -> tuple[float, float]:
     wrong = (targets ^ decided).sum(axis=0)
     per_label = np.divide(2 * true_pos, 2 * true_pos + wrong, out=np.zeros(len(true_pos)), where=true_pos > 0)
     total = 2 * true_pos.sum() + wrong.sum()
-    return (2 * true_pos.sum() / total if total else 0.0), float(per_label.mean())
+    return (float(2 * true_pos.sum() / total) if total else 0.0), float(per_label.mean())
 
 
 def average_precision(targets: np.ndarray, probabilities: np.ndarray) -> float:

@@ -55,9 +55,9 @@ class TrainingConfig(BaseModel):
         "model's (1 - cosine): MLM alone pulls a sentence encoder's features together; 0 leaves them free",
     )
     mlm_freeze_word_embeddings: bool = Field(
-        default=False,
+        default=True,
         description="keep the vocabulary's embeddings while adapting: tied to the MLM output layer, every "
-        "row of them otherwise moves at every step, words never seen included",
+        "row of them otherwise moves at every step, words never seen included (benchmarks/MEASUREMENTS.md)",
     )
 
     pooling: Literal["mean", "cls"] = Field(
