@@ -11,7 +11,7 @@ themselves stand for the noise of training.
 
     python benchmarks/quality.py --datasets sklearn --seeds 42,43,44 --scores-dir /tmp/scores
     python -m benchmarks.paired --a "adapted=/tmp/scores/sklearn_finetune_adapted_*.npz" \\
-        --b "vanilla=/tmp/scores/sklearn_finetune_*_seed*.npz"
+        --b "vanilla=/tmp/scores/sklearn_finetune_[0-9]*.npz"
 """
 
 from __future__ import annotations
