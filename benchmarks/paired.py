@@ -131,9 +131,8 @@ def main() -> int:
         if labels_a != labels_b or not np.array_equal(runs_a[seed].targets, runs_b[seed].targets):
             parser.error(f"seed {seed}: the two runs were scored on different test issues or labels")
     issues = len(runs_a[seeds[0]].targets)
-    observed = {
-        seed: {k: measure(runs_a[seed])[k] - measure(runs_b[seed])[k] for k in MEASURES} for seed in seeds
-    }
+    whole = {seed: (measure(runs_a[seed]), measure(runs_b[seed])) for seed in seeds}
+    observed = {seed: {k: whole[seed][0][k] - whole[seed][1][k] for k in MEASURES} for seed in seeds}
     draws = np.random.default_rng(args.seed).integers(0, issues, size=(args.resamples, issues))
     resampled = {seed: {k: np.empty(args.resamples) for k in MEASURES} for seed in seeds}
     for i, rows in enumerate(draws):
@@ -144,8 +143,8 @@ def main() -> int:
     report: dict[str, dict[str, object]] = {}
     for seed in seeds:
         report[f"seed {seed}"] = {
-            name_a: {k: round(v, 4) for k, v in measure(runs_a[seed]).items()},
-            name_b: {k: round(v, 4) for k, v in measure(runs_b[seed]).items()},
+            name_a: {k: round(v, 4) for k, v in whole[seed][0].items()},
+            name_b: {k: round(v, 4) for k, v in whole[seed][1].items()},
         } | {k: summarise(resampled[seed][k], observed[seed][k]) for k in MEASURES}
     report["mean over seeds"] = {
         k: summarise(
