@@ -79,7 +79,8 @@ def _save_student(
     with tempfile.TemporaryDirectory() as tmp:
         quantize_int8(export_onnx(model, tokenizer, Path(tmp) / "student.onnx"), folder / "model.onnx")
     info = json.loads((folder / "bundle.json").read_text())
-    write_manifest(folder, {k: v for k, v in info.items() if k not in {"files", "format"}})
+    kept = {k: v for k, v in info.items() if k not in {"files", "format"}}
+    write_manifest(folder, kept | {"precision": "int8"})  # the teacher's bundle may serve fp32
     return folder
 
 
