@@ -105,17 +105,23 @@ class EventHandlers:
                 names.append(item["full_name"])
         if active:
             for name in names:
-                self.gateway.sync_labels(self.store, name, installation["id"])
                 self.labeler.models.get(name, force_check=True)
-                self._read_config(name, installation["id"])
+                self._read_ahead(name, installation["id"])
         return names
 
-    def _read_config(self, repo: str, installation_id: int) -> None:
-        """Read the repository's config file now rather than while its first issue waits."""
-        try:
-            self.configs.get(repo, installation_id)
-        except Exception as exc:  # GitHub unreachable: the first issue reads it (and retries)
-            log.warning("%s: %s not read yet: %s", repo, self.settings.repo_config_path, exc)
+    def _read_ahead(self, repo: str, installation_id: int) -> None:
+        """Read the repository's labels and config file now rather than while its first issue
+        waits. The registration above is what the delivery is for: if GitHub cannot answer (down,
+        or the repository gone since), the first issue reads them, and retries, instead."""
+        reads = (
+            ("labels", lambda: self.gateway.sync_labels(self.store, repo, installation_id)),
+            (self.settings.repo_config_path, lambda: self.configs.get(repo, installation_id)),
+        )
+        for what, read in reads:
+            try:
+                read()
+            except Exception as exc:
+                log.warning("%s: %s not read yet: %s", repo, what, exc)
 
     def _on_ping(self, delivery: Delivery) -> Outcome:
         return Outcome(f"pong (zen: {delivery.payload.get('zen', '')!s:.60})")

@@ -206,8 +206,9 @@ def _has_labels(session: Session, repo: str) -> bool:
 
 
 def current_names(session: Session, repository: Repository, bundle: Bundle) -> dict[str, str | None]:
-    """Each bundle label's name in the repository now: renames followed by node id, deleted or
-    never-created labels None."""
+    """Each bundle label's name in the repository now: renames followed by node id; a label
+    deleted and created again under the bundle's name (as label-sync tools do) is the new one;
+    deleted or never-created labels None."""
     node_ids = [node for node in bundle.label_node_ids.values() if node]
     rows = session.scalars(
         select(Label).where(
@@ -220,8 +221,8 @@ def current_names(session: Session, repository: Repository, bundle: Bundle) -> d
     names: dict[str, str | None] = {}
     for label in bundle.labels:
         row = by_node.get(bundle.label_node_ids.get(label, ""))
-        if row is None:
-            row = live_by_name.get(label)
+        if row is None or row.deleted_at is not None:
+            row = live_by_name.get(label, row)
         names[label] = row.name if row is not None and row.deleted_at is None else None
     return names
 

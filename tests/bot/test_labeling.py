@@ -138,6 +138,25 @@ def test_renamed_label_is_followed_and_deleted_label_never_applied(bot: BotUnder
     assert bot.labels_on(issue["number"]) == ["type: bug"]
 
 
+def test_label_deleted_and_created_again_under_its_name_is_applied(bot: BotUnderTest) -> None:
+    """Label-sync tools delete and recreate labels: the new label has another node id, same name."""
+    deleted = example("label", "deleted")
+    deleted.update(label=_label(bot, "bug"), repository=bot.repository, installation={"id": INSTALLATION})
+    bot.repo.labels.pop("bug")
+    bot.deliver.send("label", deleted, delivery_id="gone")
+    created = example("label", "created.with-installation")
+    created.update(label=_label(bot, "bug"), repository=bot.repository, installation={"id": INSTALLATION})
+    assert created["label"]["node_id"] != deleted["label"]["node_id"]
+    bot.deliver.send("label", created, delivery_id="again")
+    wait_for(
+        lambda: bot.job_status("gone") == "done" and bot.job_status("again") == "done", what="label jobs"
+    )
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="after-recreate")
+    wait_for(lambda: bot.job_status("after-recreate") == "done", what="the job")
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
 def test_repository_without_bundle_is_not_labeled(bot: BotUnderTest) -> None:
     other = bot.fake.add_repo("octo-org/no-model", installation_id=INSTALLATION)
     added = example("installation_repositories", "added")
