@@ -19,7 +19,14 @@ from training.records import IssueRecord, LabelRecord, RecordError, parse_dateti
 from training.settings import Settings
 from training.store import Store
 from training.store.models import Installation, Repository
-from training.store.upserts import LabelCatalogue, ensure_repository, now, upsert_issue
+from training.store.upserts import (
+    LabelCatalogue,
+    ensure_repository,
+    forget_issue,
+    get_repository,
+    now,
+    upsert_issue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +191,8 @@ class EventHandlers:
         record = parse_issue(issue, default_repo=payload["repository"]["full_name"])
         if labeling:
             return self.labeler.label(delivery, lambda session: self._store_issue(delivery, session, record))
+        if action in {"deleted", "transferred"}:
+            return self._issue_left(delivery, record)
         with self.store.session() as session:
             repository = self._store_issue(delivery, session, record)
             if action in {"labeled", "unlabeled"} and isinstance(payload.get("label"), dict):
@@ -197,6 +206,30 @@ class EventHandlers:
         if issue.get("pull_request"):
             return Outcome("pull request: stored, not labeled")
         return Outcome(f"{action}: stored")
+
+    def _issue_left(self, delivery: Delivery, record: IssueRecord) -> Outcome:
+        """A deleted or transferred issue is removed from this repository's training data; a
+        transferred one is stored in its new repository when the bot serves that one too."""
+        payload, action = delivery.payload, str(delivery.action)
+        with self.store.session() as session:
+            repository = get_repository(session, payload["repository"]["full_name"])
+            removed = repository is not None and forget_issue(session, repository, record.key)
+        what = f"{action}: {'removed from' if removed else 'was not in'} the store"
+        changes = payload.get("changes") or {}
+        target, new_issue = changes.get("new_repository") or {}, changes.get("new_issue")
+        if action != "transferred" or not target.get("full_name") or not isinstance(new_issue, dict):
+            return Outcome(what)
+        moved = parse_issue(new_issue, default_repo=target["full_name"])
+        elsewhere = f"{what}; {moved.repo} is not served here"
+        if self.app_mode and not self._installed(moved.repo):
+            return Outcome(elsewhere)
+        with self.store.session() as session:
+            # With a token, every repository whose webhooks reach the bot is served: one known here.
+            known = get_repository(session, moved.repo)
+            if known is None:
+                return Outcome(elsewhere)
+            upsert_issue(session, LabelCatalogue(session, known), moved, source="webhook")
+        return Outcome(f"{what}; stored as {moved.repo}#{moved.number}")
 
     def _feedback(self, delivery: Delivery, session: Session, repository: Repository) -> str | None:
         sender = delivery.payload.get("sender") or {}

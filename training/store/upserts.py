@@ -276,6 +276,16 @@ def upsert_issue(
     return outcome
 
 
+def forget_issue(session: Session, repository: Repository, key: str) -> bool:
+    """Remove an issue that left the repository (deleted, or transferred elsewhere) with its
+    labels, label events and split: a deleted issue's text is not trained on again. Whether it
+    was stored at all is returned."""
+    removed = session.execute(
+        delete(Issue).where(Issue.repository_id == repository.id, Issue.key == key).returning(Issue.id)
+    ).all()
+    return bool(removed)
+
+
 def _stored_issue(session: Session, repository: Repository, key: str) -> Issue | None:
     return session.scalar(
         select(Issue)
