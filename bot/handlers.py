@@ -22,6 +22,7 @@ from training.store.models import Installation, Repository
 from training.store.upserts import (
     LabelCatalogue,
     ensure_repository,
+    follow_rename,
     forget_issue,
     get_repository,
     now,
@@ -60,8 +61,13 @@ class EventHandlers:
             repo = delivery.repository
             if repo is None:
                 raise PermanentJobError(f"{delivery.event} delivery without a repository")
-            if self.app_mode and not self._installed(repo):
-                return Outcome(f"{repo}: the App is not installed there", ignored=True)
+            if self.app_mode:
+                if not self._installed(repo) and not (
+                    self._follow_rename(delivery) and self._installed(repo)
+                ):
+                    return Outcome(f"{repo}: the App is not installed there", ignored=True)
+            else:
+                self._follow_rename(delivery)
         try:
             return handler(delivery)
         except (RecordError, KeyError, TypeError) as exc:
@@ -77,6 +83,23 @@ class EventHandlers:
                     .where(Repository.full_name == repo)
                 )
             )
+
+    def _follow_rename(self, delivery: Delivery) -> bool:
+        """A delivery naming a repository the store knows by its id under another name (renamed,
+        or transferred to another owner): the store and the registry take the new name, so the
+        bundle in service and the training data stay with it. Whether it was renamed."""
+        raw = delivery.payload.get("repository") or {}
+        github_id, name = raw.get("id"), raw.get("full_name")
+        if not isinstance(github_id, int) or not isinstance(name, str):
+            return False
+        with self.store.session() as session:
+            old = follow_rename(session, name, github_id)
+        if old is None:
+            return False
+        if self.labeler.models.registry.rename_repo(old, name):
+            log.warning("%s: its bundles moved to the new name", name)
+        self.labeler.models.forget(old)
+        return True
 
     def installed_repositories(self) -> list[str]:
         """The repositories the bot serves: where the App is installed, or (with a token instead

@@ -94,6 +94,14 @@ class ServedModels:
         )
         return loaded
 
+    def forget(self, repo: str) -> None:
+        """Drop a name the repository no longer has (renamed on GitHub); its bundle is served
+        under the new name, loaded from the registry on first use."""
+        with self._lock:
+            self._bundles.pop(repo, None)
+            self._checked.pop(repo, None)
+            self._errors.pop(repo, None)
+
     def versions(self) -> dict[str, str]:
         with self._lock:
             return {repo: bundle.version for repo, bundle in self._bundles.items()}

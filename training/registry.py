@@ -40,6 +40,15 @@ class Registry:
             raise ValueError(f"expected OWNER/NAME, got {repo!r}")
         return self.root / repo.replace("/", "__")
 
+    def rename_repo(self, old: str, new: str) -> bool:
+        """Move a renamed repository's bundles and encoder to its new name (one atomic rename);
+        nothing happens where the old folder is missing or the new one exists already."""
+        source, target = self.repo_dir(old), self.repo_dir(new)
+        if not source.is_dir() or target.exists():
+            return False
+        os.rename(source, target)
+        return True
+
     def encoder_dir(self, repo: str) -> Path:
         return self.repo_dir(repo) / "encoder"
 

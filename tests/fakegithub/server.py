@@ -150,6 +150,12 @@ class FakeGitHub:
         self.repos[full_name] = repo
         return repo
 
+    def rename_repo(self, repo: FakeRepo, full_name: str) -> None:
+        """Rename (or transfer) a repository; its id stays, as on GitHub."""
+        self.repos.pop(repo.full_name)
+        repo.full_name = full_name
+        self.repos[full_name] = repo
+
     def label_json(
         self, repo: FakeRepo, name: str, color: str = "ededed", description: str | None = None
     ) -> Json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from training.store.models import (
 )
 
 Row = TypeVar("Row", bound=Base)
+log = logging.getLogger(__name__)
 
 
 class Outcome(enum.StrEnum):
@@ -53,6 +55,20 @@ def get_repository(session: Session, full_name: str) -> Repository | None:
     return session.scalar(select(Repository).where(Repository.full_name == full_name))
 
 
+def follow_rename(session: Session, full_name: str, github_id: int) -> str | None:
+    """A repository renamed or transferred on GitHub keeps its id: the row known by that id under
+    another name takes the new one, history and all. The old name is returned (None: no rename)."""
+    if get_repository(session, full_name) is not None:
+        return None
+    row = session.scalar(select(Repository).where(Repository.github_id == github_id))
+    if row is None or row.full_name == full_name:
+        return None
+    old, row.full_name = row.full_name, full_name
+    session.flush()
+    log.warning("repository %s is now %s on GitHub (id %d): its data follows", old, full_name, github_id)
+    return old
+
+
 def ensure_repository(
     session: Session, full_name: str, *, github_id: int | None = None, node_id: str | None = None
 ) -> Repository:
@@ -62,6 +78,8 @@ def ensure_repository(
     refresh, a refresh beside the bot): the row is inserted unless it exists by then, so neither
     fails on the other's insert."""
     repo = get_repository(session, full_name)
+    if repo is None and github_id is not None and follow_rename(session, full_name, github_id):
+        repo = get_repository(session, full_name)
     if repo is None:
         values = {"full_name": full_name, "created_at": now()}
         repo = insert_unless_present(session, Repository, values, ["full_name"]) or get_repository(
