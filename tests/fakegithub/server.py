@@ -151,10 +151,17 @@ class FakeGitHub:
         return repo
 
     def rename_repo(self, repo: FakeRepo, full_name: str) -> None:
-        """Rename (or transfer) a repository; its id stays, as on GitHub."""
-        self.repos.pop(repo.full_name)
+        """Rename (or transfer) a repository; its id stays, as on GitHub, and its items' URLs
+        take the new name."""
+        old = self.repos.pop(repo.full_name).full_name
         repo.full_name = full_name
         self.repos[full_name] = repo
+        for item in [*repo.issues.values(), *repo.labels.values()]:
+            for key in ("url", "repository_url", "html_url", "labels_url", "comments_url", "events_url"):
+                if isinstance(item.get(key), str):
+                    item[key] = (
+                        item[key].replace(f"/{old}/", f"/{full_name}/").replace(f"/{old}", f"/{full_name}")
+                    )
 
     def label_json(
         self, repo: FakeRepo, name: str, color: str = "ededed", description: str | None = None

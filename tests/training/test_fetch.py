@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.conftest import make_settings
 from tests.fakegithub import FakeGitHub, FakeRepo, Fault, secondary_rate_limit
@@ -16,7 +16,7 @@ from training.fetch import FetchError, UnknownRepository, fetch_repository
 from training.github_client import GitHubAuthError, GitHubClients
 from training.settings import Settings
 from training.store import Store
-from training.store.models import FetchCursor, Issue, Label, TemplateLabel
+from training.store.models import FetchCursor, Issue, Label, Repository, TemplateLabel
 from training.store.upserts import Outcome
 
 REPO = "rails/rails"
@@ -111,6 +111,21 @@ def test_later_fetches_ask_only_for_changes(
     third = _fetch(store, settings)
     assert (third.counts[Outcome.NEW], third.counts[Outcome.UPDATED]) == (1, 1)
     assert _stored(store) == _served(rails)
+
+
+def test_fetch_under_a_repositorys_new_name_continues_its_history(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
+    _fetch(store, settings)
+    fake_github.rename_repo(rails, "rails/rails-renamed")
+    report = fetch_repository(
+        store, GitHubClients(settings).for_repository(rails.full_name), rails.full_name, settings=settings
+    )
+    assert report.counts[Outcome.NEW] == 0  # the same issues, already stored under the old name
+    assert "since" in fake_github.requests_to(r"/repos/rails/rails-renamed/issues")[-1].query
+    with store.session() as session:
+        assert session.scalars(select(Repository.full_name)).all() == ["rails/rails-renamed"]
+        assert session.scalar(select(func.count()).select_from(Issue)) == len(rails.issues)
 
 
 def test_interrupted_fetch_resumes_and_loses_nothing(
