@@ -5,13 +5,26 @@ from __future__ import annotations
 import logging
 import threading
 
-from github import Github, GithubException, UnknownObjectException
+from github import Github, GithubException, RateLimitExceededException, UnknownObjectException
 
+from bot.outcome import PermanentJobError
 from training.fetch import sync_labels_and_templates
 from training.github_client import GitHubAuthError, GitHubClients
 from training.store import Store
 
 log = logging.getLogger(__name__)
+
+# Answers to a write that no retry changes: the issue or repository is gone (404, 410), the
+# repository is archived or the App lacks a permission (403 other than a rate limit), the request
+# is invalid (422). The job fails at once with GitHub's message; "Redeliver" runs it again.
+PERMANENT_STATUSES = {403, 404, 410, 422}
+
+
+def _refused(what: str, exc: GithubException) -> PermanentJobError | None:
+    if isinstance(exc, RateLimitExceededException) or exc.status not in PERMANENT_STATUSES:
+        return None
+    message = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
+    return PermanentJobError(f"GitHub refused {what} ({exc.status}): {message}")
 
 
 class GitHubGateway:
@@ -51,11 +64,23 @@ class GitHubGateway:
 
     def add_labels(self, repo: str, installation_id: int | None, number: int, names: list[str]) -> None:
         issue = self._client(repo, installation_id).get_repo(repo).get_issue(number)
-        issue.add_to_labels(*names)
+        try:
+            issue.add_to_labels(*names)
+        except GithubException as exc:
+            refused = _refused(f"the labels of {repo}#{number}", exc)
+            if refused is None:
+                raise
+            raise refused from None
 
     def comment(self, repo: str, installation_id: int | None, number: int, body: str) -> None:
         issue = self._client(repo, installation_id).get_repo(repo).get_issue(number)
-        issue.create_comment(body)
+        try:
+            issue.create_comment(body)
+        except GithubException as exc:
+            refused = _refused(f"a comment on {repo}#{number}", exc)
+            if refused is None:
+                raise
+            raise refused from None
 
     def sync_labels(self, store: Store, repo: str, installation_id: int | None) -> int:
         """Refresh the stored label catalogue and issue-form labels from GitHub."""

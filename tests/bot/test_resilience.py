@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from tests.bot.conftest import REPO, BotUnderTest, start_bot
 from tests.bot.helpers import API_TOKEN, build_bundle, wait_for
-from tests.fakegithub.server import Fault
+from tests.fakegithub.server import Fault, secondary_rate_limit
 from training.registry import Registry
 
 
@@ -45,6 +45,30 @@ def test_a_job_that_keeps_failing_is_kept_as_failed_with_its_error(bot: BotUnder
     assert bot.send_issue("opened", issue, delivery_id="f-1").status_code == 200
     wait_for(lambda: bot.job_status("f-1") == "done", what="the redelivered job")
     assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
+def test_a_write_github_refuses_for_good_fails_at_once_but_a_rate_limit_is_retried(bot: BotUnderTest) -> None:
+    archived = bot.open_issue()
+    path = rf"/repos/{REPO}/issues/{archived['number']}/labels"
+    body = {
+        "message": "Repository was archived so is read-only.",
+        "documentation_url": "https://docs.github.com",
+    }
+    bot.fake.faults.append(Fault(path=path, method="POST", status=403, body=body, times=100))
+    bot.send_issue("opened", archived, delivery_id="a-1")
+    wait_for(lambda: bot.job_status("a-1") == "failed", what="the job to fail")
+    assert len(bot.fake.requests_to(path, "POST")) == 1  # not retried: no retry changes the answer
+    (failed,) = bot.services.queue.failed()
+    assert "403" in failed["error"] and "archived" in failed["error"] and failed["attempts"] == 1
+    assert bot.stored_title(archived["number"]) == archived["title"]
+
+    busy = bot.open_issue()
+    path = rf"/repos/{REPO}/issues/{busy['number']}/labels"
+    bot.fake.faults.append(secondary_rate_limit(path, retry_after=0, method="POST", times=1))
+    bot.send_issue("opened", busy, delivery_id="a-2")
+    wait_for(lambda: bot.job_status("a-2") == "done", what="the rate-limited job")
+    assert [p.status for p in bot.fake.requests_to(path, "POST")] == [403, 200]
+    assert bot.labels_on(busy["number"]) == ["bug", "documentation"]
 
 
 def test_a_delivery_the_store_cannot_take_is_refused_503_and_can_be_redelivered(
