@@ -89,7 +89,9 @@ class EventHandlers:
         or transferred to another owner): the store and the registry take the new name, so the
         bundle in service and the training data stay with it. Whether it was renamed."""
         raw = delivery.payload.get("repository") or {}
-        github_id, name = raw.get("id"), raw.get("full_name")
+        return self._follow_rename_of(raw.get("full_name"), raw.get("id"))
+
+    def _follow_rename_of(self, name: object, github_id: object) -> bool:
         if not isinstance(github_id, int) or not isinstance(name, str):
             return False
         with self.store.session() as session:
@@ -119,6 +121,8 @@ class EventHandlers:
 
     def _register(self, installation: dict, repos: list[dict], active: bool) -> list[str]:
         names = []
+        for item in repos:
+            self._follow_rename_of(item.get("full_name"), item.get("id"))
         with self.store.session() as session:
             for item in repos:
                 repository = ensure_repository(

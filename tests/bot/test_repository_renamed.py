@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from tests.bot.conftest import REPO, start_bot
-from tests.bot.helpers import wait_for
+from tests.bot.conftest import INSTALLATION, REPO, start_bot
+from tests.bot.helpers import example, wait_for
 from tests.fakegithub import FakeGitHub
 from training.store.models import Issue, Repository
 
@@ -48,6 +48,36 @@ def test_labeling_bundles_and_history_follow_a_renamed_repository(
         assert (registry / NEW_NAME.replace("/", "__") / "current").is_symlink()
         assert not (registry / REPO.replace("/", "__")).exists()
         assert list(bot.services.models.versions()) == [NEW_NAME]
+    finally:
+        bot.deliver.close()
+        bot.server.stop()
+
+
+def test_an_installation_event_under_the_new_name_moves_the_bundles_too(
+    fake_github: FakeGitHub,
+    app_keys: tuple[str, str],
+    bundle_registry: Path,
+    database_url: str,
+    real_issues: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    registry = tmp_path / "registry"
+    shutil.copytree(bundle_registry, registry, symlinks=True)
+    bot = start_bot(fake_github, app_keys, registry, database_url, real_issues)
+    try:
+        fake_github.rename_repo(bot.repo, NEW_NAME)
+        added = example("installation_repositories", "added")
+        added.update(installation={"id": INSTALLATION, "account": {"login": "octo-org"}})
+        added["repositories_added"] = [
+            {"id": bot.repo.id, "node_id": bot.repo.node_id, "full_name": NEW_NAME}
+        ]
+        bot.deliver.send("installation_repositories", added, delivery_id="ir-renamed")
+        wait_for(lambda: bot.job_status("ir-renamed") == "done", what="the installation job")
+        assert (registry / NEW_NAME.replace("/", "__") / "current").is_symlink()
+        issue = bot.open_issue()
+        bot.send_issue("opened", issue, delivery_id="after")
+        wait_for(lambda: bot.job_status("after") == "done", what="the job after the rename")
+        assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
     finally:
         bot.deliver.close()
         bot.server.stop()
