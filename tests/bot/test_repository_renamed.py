@@ -4,12 +4,14 @@ follow it to the new name instead of stopping there."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
-from tests.bot.conftest import INSTALLATION, REPO, start_bot
+from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest, start_bot
 from tests.bot.helpers import example, wait_for
 from tests.fakegithub import FakeGitHub
 from training.store.models import Issue, Repository
@@ -17,67 +19,59 @@ from training.store.models import Issue, Repository
 NEW_NAME = "octo-org/renamed-world"
 
 
-def test_labeling_bundles_and_history_follow_a_renamed_repository(
+@pytest.fixture
+def registry(bundle_registry: Path, tmp_path: Path) -> Path:
+    """A registry of this test's own: following a rename moves its folders."""
+    return Path(shutil.copytree(bundle_registry, tmp_path / "registry", symlinks=True))
+
+
+@pytest.fixture
+def bot(
     fake_github: FakeGitHub,
     app_keys: tuple[str, str],
-    bundle_registry: Path,
+    registry: Path,
     database_url: str,
     real_issues: list[dict[str, Any]],
-    tmp_path: Path,
-) -> None:
-    registry = tmp_path / "registry"
-    shutil.copytree(bundle_registry, registry, symlinks=True)  # this test moves its folders
-    bot = start_bot(fake_github, app_keys, registry, database_url, real_issues)
+) -> Iterator[BotUnderTest]:
+    running = start_bot(fake_github, app_keys, registry, database_url, real_issues)
     try:
-        before = bot.open_issue()
-        bot.send_issue("opened", before, delivery_id="before")
-        wait_for(lambda: bot.job_status("before") == "done", what="the first job")
-        assert bot.labels_on(before["number"]) == ["bug", "documentation"]
-
-        fake_github.rename_repo(bot.repo, NEW_NAME)
-        after = bot.open_issue()
-        bot.send_issue("opened", after, delivery_id="after")  # the delivery names the new repository
-        wait_for(lambda: bot.job_status("after") == "done", what="the job after the rename")
-        assert bot.labels_on(after["number"]) == ["bug", "documentation"]
-
-        with bot.services.store.session() as session:
-            rows = session.execute(select(Repository.full_name, Repository.github_id)).all()
-            assert [tuple(row) for row in rows] == [(NEW_NAME, bot.repo.id)]
-            numbers = session.scalars(select(Issue.number).join(Repository)).all()
-            assert sorted(numbers) == [before["number"], after["number"]]  # the history came along
-        assert (registry / NEW_NAME.replace("/", "__") / "current").is_symlink()
-        assert not (registry / REPO.replace("/", "__")).exists()
-        assert list(bot.services.models.versions()) == [NEW_NAME]
+        yield running
     finally:
-        bot.deliver.close()
-        bot.server.stop()
+        running.deliver.close()
+        running.server.stop()
+
+
+def _labels_new_issue(bot: BotUnderTest, delivery_id: str) -> dict[str, Any]:
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id=delivery_id)  # the delivery names the repository now
+    wait_for(lambda: bot.job_status(delivery_id) == "done", what=delivery_id)
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    return issue
+
+
+def test_labeling_bundles_and_history_follow_a_renamed_repository(bot: BotUnderTest, registry: Path) -> None:
+    before = _labels_new_issue(bot, "before")
+    bot.fake.rename_repo(bot.repo, NEW_NAME)
+    after = _labels_new_issue(bot, "after")
+
+    with bot.services.store.session() as session:
+        rows = session.execute(select(Repository.full_name, Repository.github_id)).all()
+        assert [tuple(row) for row in rows] == [(NEW_NAME, bot.repo.id)]
+        numbers = session.scalars(select(Issue.number).join(Repository)).all()
+        assert sorted(numbers) == [before["number"], after["number"]]  # the history came along
+    assert (registry / NEW_NAME.replace("/", "__") / "current").is_symlink()
+    assert not (registry / REPO.replace("/", "__")).exists()
+    assert list(bot.services.models.versions()) == [NEW_NAME]
 
 
 def test_an_installation_event_under_the_new_name_moves_the_bundles_too(
-    fake_github: FakeGitHub,
-    app_keys: tuple[str, str],
-    bundle_registry: Path,
-    database_url: str,
-    real_issues: list[dict[str, Any]],
-    tmp_path: Path,
+    bot: BotUnderTest, registry: Path
 ) -> None:
-    registry = tmp_path / "registry"
-    shutil.copytree(bundle_registry, registry, symlinks=True)
-    bot = start_bot(fake_github, app_keys, registry, database_url, real_issues)
-    try:
-        fake_github.rename_repo(bot.repo, NEW_NAME)
-        added = example("installation_repositories", "added")
-        added.update(installation={"id": INSTALLATION, "account": {"login": "octo-org"}})
-        added["repositories_added"] = [
-            {"id": bot.repo.id, "node_id": bot.repo.node_id, "full_name": NEW_NAME}
-        ]
-        bot.deliver.send("installation_repositories", added, delivery_id="ir-renamed")
-        wait_for(lambda: bot.job_status("ir-renamed") == "done", what="the installation job")
-        assert (registry / NEW_NAME.replace("/", "__") / "current").is_symlink()
-        issue = bot.open_issue()
-        bot.send_issue("opened", issue, delivery_id="after")
-        wait_for(lambda: bot.job_status("after") == "done", what="the job after the rename")
-        assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
-    finally:
-        bot.deliver.close()
-        bot.server.stop()
+    bot.fake.rename_repo(bot.repo, NEW_NAME)
+    added = example("installation_repositories", "added")
+    added.update(installation={"id": INSTALLATION, "account": {"login": "octo-org"}})
+    added["repositories_added"] = [{"id": bot.repo.id, "node_id": bot.repo.node_id, "full_name": NEW_NAME}]
+    bot.deliver.send("installation_repositories", added, delivery_id="ir-renamed")
+    wait_for(lambda: bot.job_status("ir-renamed") == "done", what="the installation job")
+    assert (registry / NEW_NAME.replace("/", "__") / "current").is_symlink()
+    _labels_new_issue(bot, "after")
