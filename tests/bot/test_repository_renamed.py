@@ -4,41 +4,23 @@ follow it to the new name instead of stopping there."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest, start_bot
+from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
 from tests.bot.helpers import example, wait_for
-from tests.fakegithub import FakeGitHub
 from training.store.models import Issue, Repository
 
 NEW_NAME = "octo-org/renamed-world"
 
 
 @pytest.fixture
-def registry(bundle_registry: Path, tmp_path: Path) -> Path:
-    """A registry of this test's own: following a rename moves its folders."""
+def bundle_registry(bundle_registry: Path, tmp_path: Path) -> Path:
+    """The bot's registry, a copy of this test's own: following a rename moves its folders."""
     return Path(shutil.copytree(bundle_registry, tmp_path / "registry", symlinks=True))
-
-
-@pytest.fixture
-def bot(
-    fake_github: FakeGitHub,
-    app_keys: tuple[str, str],
-    registry: Path,
-    database_url: str,
-    real_issues: list[dict[str, Any]],
-) -> Iterator[BotUnderTest]:
-    running = start_bot(fake_github, app_keys, registry, database_url, real_issues)
-    try:
-        yield running
-    finally:
-        running.deliver.close()
-        running.server.stop()
 
 
 def _labels_new_issue(bot: BotUnderTest, delivery_id: str) -> dict[str, Any]:
@@ -49,7 +31,7 @@ def _labels_new_issue(bot: BotUnderTest, delivery_id: str) -> dict[str, Any]:
     return issue
 
 
-def test_labeling_bundles_and_history_follow_a_renamed_repository(bot: BotUnderTest, registry: Path) -> None:
+def test_labeling_bundles_and_history_follow_a_renamed_repository(bot: BotUnderTest) -> None:
     before = _labels_new_issue(bot, "before")
     bot.fake.rename_repo(bot.repo, NEW_NAME)
     after = _labels_new_issue(bot, "after")
@@ -59,19 +41,18 @@ def test_labeling_bundles_and_history_follow_a_renamed_repository(bot: BotUnderT
         assert [tuple(row) for row in rows] == [(NEW_NAME, bot.repo.id)]
         numbers = session.scalars(select(Issue.number).join(Repository)).all()
         assert sorted(numbers) == [before["number"], after["number"]]  # the history came along
+    registry = bot.settings.registry_dir
     assert (registry / NEW_NAME.replace("/", "__") / "current").is_symlink()
     assert not (registry / REPO.replace("/", "__")).exists()
     assert list(bot.services.models.versions()) == [NEW_NAME]
 
 
-def test_an_installation_event_under_the_new_name_moves_the_bundles_too(
-    bot: BotUnderTest, registry: Path
-) -> None:
+def test_an_installation_event_under_the_new_name_moves_the_bundles_too(bot: BotUnderTest) -> None:
     bot.fake.rename_repo(bot.repo, NEW_NAME)
     added = example("installation_repositories", "added")
     added.update(installation={"id": INSTALLATION, "account": {"login": "octo-org"}})
     added["repositories_added"] = [{"id": bot.repo.id, "node_id": bot.repo.node_id, "full_name": NEW_NAME}]
     bot.deliver.send("installation_repositories", added, delivery_id="ir-renamed")
     wait_for(lambda: bot.job_status("ir-renamed") == "done", what="the installation job")
-    assert (registry / NEW_NAME.replace("/", "__") / "current").is_symlink()
+    assert (bot.settings.registry_dir / NEW_NAME.replace("/", "__") / "current").is_symlink()
     _labels_new_issue(bot, "after")
