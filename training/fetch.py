@@ -2,7 +2,9 @@
 
 Incremental: the first run takes everything, later runs ask for what changed since the cursor.
 Issues are requested sorted by ``updated`` ascending and stored page by page; the cursor moves
-only past what is committed, so an interrupted fetch resumes where it stopped.
+only past what is committed, so an interrupted fetch resumes where it stopped. What changed cannot
+show what was deleted or transferred away: ``reconcile`` lists every issue number GitHub still has
+and removes the stored ones it no longer lists (the bot does the same from webhooks as it happens).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import requests
 from github import Github, GithubException
 from github.GithubObject import GithubObject
 from github.Repository import Repository as GhRepository
+from sqlalchemy import select
 
 from training.github_client import GitHubAuthError, GitHubClients
 from training.issue_templates import TEMPLATE_DIR, template_labels
@@ -30,11 +33,13 @@ from training.progress import Progress
 from training.records import IssueRecord, LabelRecord, RecordError, parse_issue
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
+from training.store.models import Issue
 from training.store.upserts import (
     Counts,
     LabelCatalogue,
     cursor_of,
     ensure_repository,
+    forget_issue,
     get_repository,
     now,
     replace_template_sources,
@@ -60,6 +65,7 @@ class FetchReport:
     template_labels: dict[str, list[str]] = field(default_factory=dict)
     since: datetime | None = None
     cursor: datetime | None = None
+    removed: int | None = None  # issues GitHub no longer lists (None: not reconciled)
 
 
 class RateLimitGuard:
@@ -131,8 +137,10 @@ def fetch_repository(
     *,
     settings: Settings,
     sleep: Callable[[float], None] = time.sleep,
+    reconcile: bool = False,
 ) -> FetchReport:
-    """Bring the store up to date with one repository."""
+    """Bring the store up to date with one repository (``reconcile``: and drop what GitHub no
+    longer has)."""
     report = FetchReport(repo=full_name)
     try:
         gh_repo = github.get_repo(full_name)
@@ -153,6 +161,10 @@ def fetch_repository(
     try:
         _fetch_labels_and_templates(store, gh_repo, full_name, report)
         _fetch_issues(store, github, gh_repo, full_name, report, settings=settings, sleep=sleep)
+        if reconcile:
+            report.removed = _forget_unlisted(
+                store, github, gh_repo, full_name, settings=settings, sleep=sleep
+            )
     except (GithubException, requests.RequestException) as exc:
         detail = f"GitHub answered {exc.status}" if isinstance(exc, GithubException) else str(exc)
         message = f"{full_name}: fetch stopped ({detail}); stored so far: {report.counts.summary()}"
@@ -249,6 +261,40 @@ def _fetch_issues(
             store_batch()
 
 
+def _forget_unlisted(
+    store: Store,
+    github: Github,
+    gh_repo: GhRepository,
+    full_name: str,
+    *,
+    settings: Settings,
+    sleep: Callable[[float], None],
+) -> int:
+    """Remove the stored issues GitHub no longer lists (deleted, or transferred to another
+    repository). Only after the whole listing has been read: a listing cut short removes nothing."""
+    guard = RateLimitGuard(github, settings.github_max_rate_limit_wait, sleep)
+    listed: set[int] = set()
+    with Progress(f"{full_name} issue numbers", log=log) as progress:
+        for item in gh_repo.get_issues(state="all"):
+            listed.add(item.number)
+            progress.update()
+            guard.check()
+    with store.session() as session:
+        repository = get_repository(session, full_name)
+        assert repository is not None
+        stored = session.execute(
+            select(Issue.key, Issue.number).where(
+                Issue.repository_id == repository.id, Issue.number.is_not(None)
+            )
+        ).all()
+        gone = [key for key, number in stored if number not in listed]
+        for key in gone:
+            forget_issue(session, repository, key)
+    if gone:
+        log.info("%s: %d stored issues are no longer on GitHub; removed", full_name, len(gone))
+    return len(gone)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.fetch``: fetch from GitHub, or import JSONL exports."""
     parser = argparse.ArgumentParser(prog="python -m training.fetch", description=__doc__)
@@ -267,7 +313,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="import a JSON Lines file instead of calling GitHub (repeatable)",
     )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="also list every issue number on GitHub and remove stored issues it no longer has "
+        "(deleted or transferred away while no bot was receiving webhooks)",
+    )
     args = parser.parse_args(argv)
+    if args.reconcile and args.from_jsonl:
+        parser.error("--reconcile compares with GitHub: it does not go with --from-jsonl")
     if not args.repo and not args.from_jsonl:
         parser.error("give --repo OWNER/NAME to fetch from GitHub, or --from-jsonl PATH")
     for name in args.repo:
@@ -288,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.from_jsonl:
             return _import_files(store, args.from_jsonl, set(args.repo), settings)
-        return _fetch_repos(store, args.repo, settings)
+        return _fetch_repos(store, args.repo, settings, reconcile=args.reconcile)
     finally:
         store.close()
 
@@ -309,7 +363,7 @@ def _import_files(store: Store, paths: list[Path], repos: set[str], settings: Se
     return 0
 
 
-def _fetch_repos(store: Store, repos: list[str], settings: Settings) -> int:
+def _fetch_repos(store: Store, repos: list[str], settings: Settings, *, reconcile: bool = False) -> int:
     try:
         clients = GitHubClients(settings)
     except GitHubAuthError as exc:
@@ -321,18 +375,23 @@ def _fetch_repos(store: Store, repos: list[str], settings: Settings) -> int:
         for full_name in repos:
             try:
                 report = fetch_repository(
-                    store, clients.for_repository(full_name), full_name, settings=settings
+                    store,
+                    clients.for_repository(full_name),
+                    full_name,
+                    settings=settings,
+                    reconcile=reconcile,
                 )
             except (FetchError, GitHubAuthError) as exc:
                 log.error("%s", exc)
                 failed.append(full_name)
                 continue
             log.info(
-                "%s: %s (%d labels; cursor now %s)",
+                "%s: %s (%d labels; cursor now %s)%s",
                 full_name,
                 report.counts.summary(),
                 report.labels,
                 report.cursor.isoformat() if report.cursor else "unset",
+                "" if report.removed is None else f"; {report.removed} no longer on GitHub, removed",
             )
             total.merge(report.counts)
     finally:

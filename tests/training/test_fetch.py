@@ -128,6 +128,32 @@ def test_fetch_under_a_repositorys_new_name_continues_its_history(
         assert session.scalar(select(func.count()).select_from(Issue)) == len(rails.issues)
 
 
+def test_reconcile_removes_what_github_no_longer_lists_and_a_cut_listing_removes_nothing(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
+    _fetch(store, settings)
+    deleted, transferred = sorted(rails.issues)[5], sorted(rails.issues)[150]
+    rails.issues.pop(deleted)
+    rails.issues.pop(transferred)
+    client = GitHubClients(settings).for_repository(REPO)
+    assert fetch_repository(store, client, REPO, settings=settings).removed is None
+    assert len(_stored(store)) == 200  # what changed cannot show what is gone
+
+    # GitHub fails from the listing's third page on, retries included: the listing is cut short
+    fake_github.faults.append(Fault(path=ISSUES_PATH, status=502, skip=3, times=50))
+    before = len(fake_github.requests_to(ISSUES_PATH))
+    with pytest.raises(FetchError):
+        fetch_repository(store, client, REPO, settings=settings, reconcile=True)
+    listing = [r.status for r in fake_github.requests_to(ISSUES_PATH)[before:] if "since" not in r.query]
+    assert listing[:3] == [200, 200, 502]
+    assert len(_stored(store)) == 200
+    fake_github.faults.clear()
+
+    report = fetch_repository(store, client, REPO, settings=settings, reconcile=True)
+    assert report.removed == 2
+    assert _stored(store) == _served(rails)
+
+
 def test_interrupted_fetch_resumes_and_loses_nothing(
     store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
 ) -> None:
