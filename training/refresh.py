@@ -210,7 +210,13 @@ def run_refresh(
         else:
             if clients is None:
                 raise RefreshError("fetching needs GitHub credentials (or give --from-jsonl)")
-            fetch_repository(store, clients.for_repository(repo), repo, settings=settings)
+            fetch_repository(
+                store,
+                clients.for_repository(repo),
+                repo,
+                settings=settings,
+                reconcile=settings.fetch_reconcile,
+            )
         with store.session() as session:
             dataset = build_dataset(
                 session, [repo], DatasetConfig.from_settings(settings), persist_splits=True

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         default=3600.0, ge=0, description="Longest wait for a rate-limit reset before giving up."
     )
     github_timeout: int = Field(default=30, ge=1, description="HTTP timeout in seconds.")
+    fetch_reconcile: bool = Field(
+        default=True,
+        description="A refresh's fetch also lists every issue number and removes stored issues "
+        "GitHub no longer has (deleted or transferred away), so they are not trained on.",
+    )
 
     min_label_examples: int = Field(
         default=10, ge=1, description="A label is learned only with at least this many examples."
