@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from github import Github, GithubException, RateLimitExceededException, UnknownObjectException
 
@@ -20,11 +22,16 @@ log = logging.getLogger(__name__)
 PERMANENT_STATUSES = {403, 404, 410, 422}
 
 
-def _refused(what: str, exc: GithubException) -> PermanentJobError | None:
-    if isinstance(exc, RateLimitExceededException) or exc.status not in PERMANENT_STATUSES:
-        return None
-    message = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
-    return PermanentJobError(f"GitHub refused {what} ({exc.status}): {message}")
+@contextmanager
+def _refusals_are_permanent(what: str) -> Iterator[None]:
+    """GitHub's permanent refusals of a write become a ``PermanentJobError`` with its message."""
+    try:
+        yield
+    except GithubException as exc:
+        if isinstance(exc, RateLimitExceededException) or exc.status not in PERMANENT_STATUSES:
+            raise
+        message = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
+        raise PermanentJobError(f"GitHub refused {what} ({exc.status}): {message}") from None
 
 
 class GitHubGateway:
@@ -64,23 +71,13 @@ class GitHubGateway:
 
     def add_labels(self, repo: str, installation_id: int | None, number: int, names: list[str]) -> None:
         issue = self._client(repo, installation_id).get_repo(repo).get_issue(number)
-        try:
+        with _refusals_are_permanent(f"the labels of {repo}#{number}"):
             issue.add_to_labels(*names)
-        except GithubException as exc:
-            refused = _refused(f"the labels of {repo}#{number}", exc)
-            if refused is None:
-                raise
-            raise refused from None
 
     def comment(self, repo: str, installation_id: int | None, number: int, body: str) -> None:
         issue = self._client(repo, installation_id).get_repo(repo).get_issue(number)
-        try:
+        with _refusals_are_permanent(f"a comment on {repo}#{number}"):
             issue.create_comment(body)
-        except GithubException as exc:
-            refused = _refused(f"a comment on {repo}#{number}", exc)
-            if refused is None:
-                raise
-            raise refused from None
 
     def sync_labels(self, store: Store, repo: str, installation_id: int | None) -> int:
         """Refresh the stored label catalogue and issue-form labels from GitHub."""

@@ -15,20 +15,18 @@ from tests.bot.helpers import PAYLOADS, example, wait_for
 FINAL = {"done", "ignored", "failed"}
 # Events that change which repositories are installed: sent last, so the others meet an installation.
 INSTALLATION_EVENTS = {"installation", "installation_repositories"}
+# Actions that label an unlabeled issue; their issue is sent unlabeled so that the bot labels it.
+LABELING = {"opened", "reopened", "edited"}
 
 
 def _real_deliveries() -> list[tuple[str, str]]:
-    found = sorted(
+    found = [
         (path.parent.name, path.name.removesuffix(".payload.json"))
         for path in PAYLOADS.glob("*/*.payload.json")
-    )
+    ]
     if not found:
         raise AssertionError(f"the shared webhook payloads are missing: {PAYLOADS}")
-    return sorted(found, key=lambda item: item[0] in INSTALLATION_EVENTS)
-
-
-# Actions that label an unlabeled issue; their issue is sent unlabeled so that the bot labels it.
-LABELING = {"opened", "reopened", "edited"}
+    return sorted(found, key=lambda item: (item[0] in INSTALLATION_EVENTS, item))
 
 
 def _aimed_at(bot: BotUnderTest, payload: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
