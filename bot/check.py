@@ -97,7 +97,8 @@ def check_registry(settings: Settings) -> list[Finding]:
     if not os.access(root, os.W_OK):
         return [Finding(False, f"model registry {root} is not writable", "give the bot's user write access")]
     registry, findings = Registry(root), []
-    for folder in sorted(p for p in root.iterdir() if (p / CURRENT).is_symlink()):
+    # a folder that is itself a link is an old name left by a rename while a refresh ran
+    for folder in sorted(p for p in root.iterdir() if not p.is_symlink() and (p / CURRENT).is_symlink()):
         repo = folder.name.replace("__", "/", 1)
         try:
             bundle = registry.load_current(repo)

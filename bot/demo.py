@@ -42,7 +42,7 @@ def demo_repository(settings: Settings) -> str | None:
         return None
     for folder in sorted(registry.root.iterdir()):
         repo = folder.name.replace("__", "/", 1)
-        if folder.is_dir() and "/" in repo and registry.current_version(repo):
+        if folder.is_dir() and not folder.is_symlink() and "/" in repo and registry.current_version(repo):
             return repo
     return None
 

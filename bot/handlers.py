@@ -139,6 +139,8 @@ class EventHandlers:
                 names.append(item["full_name"])
         if active:
             for name in names:
+                # a link under this name left by another repository's rename is not its folder
+                self.labeler.models.registry.drop_forward(name)
                 self.labeler.models.get(name, force_check=True)
                 self._read_ahead(name, installation["id"])
         return names

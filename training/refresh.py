@@ -61,7 +61,8 @@ from training.refresh_runs import (
 from training.registry import Registry
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
-from training.store.upserts import label_node_ids
+from training.store.models import Repository
+from training.store.upserts import get_repository, label_node_ids
 
 log = logging.getLogger(__name__)
 
@@ -222,12 +223,14 @@ def run_refresh(
                 session, [repo], DatasetConfig.from_settings(settings), persist_splits=True
             )
             node_ids = label_node_ids(session, repo, dataset.label_names)
+            repository_id = get_repository(session, repo).id  # type: ignore[union-attr]
         for split in ("train", "validation", "test"):
             if not dataset.splits[split]:
                 raise RefreshError(f"{repo}: the {split} split is empty; more labeled issues are needed")
     labels = dataset.label_names
     train, validation, test = (_split(dataset, name) for name in ("train", "validation", "test"))
     base_model = resolve_base_model(config.base_model)
+    registry.drop_forward(repo)  # a link left by a rename is another repository's folder now
     repo_dir = registry.repo_dir(repo)
     repo_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=".work-", dir=repo_dir))
@@ -353,6 +356,15 @@ def run_refresh(
     finally:
         if not finished:
             shutil.rmtree(bundle_dir, ignore_errors=True)
+    renamed_from = None
+    name = _name_now(store, repository_id, repo)
+    if name != repo:
+        # Renamed on GitHub while this trained: the bot moved the registry folder (this refresh's
+        # paths reached it through the link left under the old name), or no bot runs and it moves now.
+        log.warning("%s is %s on GitHub now: its bundle is registered under the new name", repo, name)
+        registry.rename_repo(repo, name)
+        renamed_from, repo, repo_dir = repo, name, registry.repo_dir(name)
+        workdir, bundle_dir = repo_dir / workdir.name, repo_dir / version
     try:
         with _stage(timings, "promote"):
             promoted, reason = _gate(registry, repo, version, dataset, test_scores, config, force)
@@ -366,7 +378,16 @@ def run_refresh(
             registry.prune(repo, config.keep_bundles)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        if renamed_from is not None:
+            registry.drop_forward(renamed_from)
     return RefreshResult(repo, version, bundle_dir, promoted, reason, metrics, timings)
+
+
+def _name_now(store: Store, repository_id: int, name: str) -> str:
+    """The repository's name in the store now: a rename on GitHub renames the row (by its id)."""
+    with store.session() as session:
+        row = session.get(Repository, repository_id)
+        return row.full_name if row is not None else name
 
 
 def recorded_refresh(

@@ -42,12 +42,27 @@ class Registry:
 
     def rename_repo(self, old: str, new: str) -> bool:
         """Move a renamed repository's bundles and encoder to its new name (one atomic rename);
-        nothing happens where the old folder is missing or the new one exists already."""
+        nothing happens where the old folder is missing or the new one exists already.
+
+        A refresh writing in the old folder (its ``.work-*`` folder is there) keeps its paths: the
+        old name is left as a link to the new folder until that refresh ends (``drop_forward``).
+        """
         source, target = self.repo_dir(old), self.repo_dir(new)
-        if not source.is_dir() or target.exists():
+        if target.is_symlink():  # left by a rename the other way while a refresh ran
+            target.unlink()
+        if source.is_symlink() or not source.is_dir() or target.exists():
             return False
+        refreshing = any(source.glob(".work-*"))
         os.rename(source, target)
+        if refreshing:
+            source.symlink_to(target.name, target_is_directory=True)
         return True
+
+    def drop_forward(self, repo: str) -> None:
+        """Remove the link a rename left under the repository's old name, if there is one."""
+        folder = self.repo_dir(repo)
+        if folder.is_symlink():
+            folder.unlink()
 
     def encoder_dir(self, repo: str) -> Path:
         return self.repo_dir(repo) / "encoder"
