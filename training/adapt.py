@@ -59,12 +59,14 @@ class MaskedOnlyTrainer(Trainer):
         frozen_encoder: bool = False,
         anchor: PreTrainedModel | None = None,
         keep_features: float = 0.0,
+        keep_geometry: float = 0.0,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.frozen_encoder = frozen_encoder
         self.anchor = anchor
         self.keep_features = keep_features
+        self.keep_geometry = keep_geometry
 
     def compute_loss(
         self,
@@ -89,23 +91,48 @@ class MaskedOnlyTrainer(Trainer):
                 hidden = encoder(**inputs).last_hidden_state
             logits = head(hidden[masked])
             loss = torch.nn.functional.cross_entropy(logits.float(), labels[masked])
-            if self.anchor is not None and self.keep_features > 0:
-                loss = loss + self.keep_features * _feature_drift(self.anchor, inputs, hidden, masked)
+            if self.anchor is not None and (self.keep_features > 0 or self.keep_geometry > 0):
+                with torch.no_grad():
+                    target = self.anchor(**inputs).last_hidden_state
+                real = inputs["attention_mask"].bool()
+                if self.keep_features > 0:
+                    loss = loss + self.keep_features * _feature_drift(target, hidden, real & ~masked)
+                if self.keep_geometry > 0:
+                    loss = loss + self.keep_geometry * _geometry_drift(target, hidden, real)
         return loss
 
 
-def _feature_drift(
-    anchor: PreTrainedModel, inputs: dict[str, torch.Tensor], hidden: torch.Tensor, masked: torch.Tensor
-) -> torch.Tensor:
+def _feature_drift(target: torch.Tensor, hidden: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     """Mean 1 - cosine between the encoder's and the anchor's (the base model's) last token states
     at the real, unmasked positions of the same input: what a classifier pools from."""
-    with torch.no_grad():
-        target = anchor(**inputs).last_hidden_state
-    kept = inputs["attention_mask"].bool() & ~masked
     if not kept.any():
         return hidden.new_zeros(())
     similarity = torch.nn.functional.cosine_similarity(hidden[kept].float(), target[kept].float(), dim=-1)
     return 1 - similarity.mean()
+
+
+def _geometry_drift(target: torch.Tensor, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the cosines of every pair of texts in the batch, under the
+    encoder and under the anchor: each text's [CLS] state and its mean token state. Unlike
+    ``_feature_drift`` the features may move anywhere as long as the texts keep their distances
+    from each other, which MLM alone shrinks (a sentence encoder's issues all end up alike)."""
+    if hidden.shape[0] < 2:
+        return hidden.new_zeros(())
+    weights = real.unsqueeze(-1).to(hidden.dtype)
+    drift = hidden.new_zeros((), dtype=torch.float32)
+    for pooled, anchored in (
+        (hidden[:, 0], target[:, 0]),
+        ((hidden * weights).sum(1) / weights.sum(1), (target * weights).sum(1) / weights.sum(1)),
+    ):
+        drift = drift + torch.nn.functional.mse_loss(_pairwise_cosines(pooled), _pairwise_cosines(anchored))
+    return drift / 2
+
+
+def _pairwise_cosines(features: torch.Tensor) -> torch.Tensor:
+    normalized = torch.nn.functional.normalize(features.float(), dim=-1)
+    similarity = normalized @ normalized.T
+    n = similarity.shape[0]
+    return similarity[~torch.eye(n, dtype=torch.bool, device=similarity.device)]
 
 
 def _mlm_head(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -153,6 +180,7 @@ def _train(
         frozen_encoder=frozen_encoder,
         anchor=anchor,
         keep_features=config.mlm_keep_features,
+        keep_geometry=config.mlm_keep_geometry,
     )
     trainer.train()
     trained_model(trainer)  # the same model object, its forward back to fp32
@@ -243,7 +271,7 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
 
     steps_per_epoch = math.ceil(len(train_set) / config.mlm_batch_size)
     max_steps = config.mlm_max_steps or math.ceil(steps_per_epoch * config.mlm_epochs)
-    anchor = _anchor(base_model) if config.mlm_keep_features > 0 else None
+    anchor = _anchor(base_model) if config.mlm_keep_features > 0 or config.mlm_keep_geometry > 0 else None
     _train(
         model,
         train_set,

@@ -54,6 +54,12 @@ class TrainingConfig(BaseModel):
         description="weight of a term that keeps the token states of unmasked positions near the base "
         "model's (1 - cosine): MLM alone pulls a sentence encoder's features together; 0 leaves them free",
     )
+    mlm_keep_geometry: float = Field(
+        default=0.0,
+        ge=0,
+        description="weight of a term that keeps the cosines between the texts of a batch (their [CLS] and "
+        "mean token states) where the base model has them, letting the features themselves move",
+    )
     mlm_freeze_word_embeddings: bool = Field(
         default=True,
         description="keep the vocabulary's embeddings while adapting: tied to the MLM output layer, every "

@@ -64,3 +64,37 @@ def test_keeping_features_holds_token_states_near_the_base_models(
         drift[keep] = _drift(adapted.encoder_dir, base, titles)
     assert drift[0.0] > 0.01, drift
     assert drift[50.0] < drift[0.0] / 2, drift
+
+
+def _pairwise_cosine_gap(encoder: str | Path, base: str, texts: list[str]) -> float:
+    """Mean |difference| between the cosines of every pair of ``texts`` (mean-pooled token states)
+    under the encoder and under the base model."""
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    weights = batch["attention_mask"].unsqueeze(-1).float()
+    cosines = []
+    for path in (encoder, base):
+        with torch.no_grad():
+            states = AutoModel.from_pretrained(path).eval()(**batch).last_hidden_state
+        pooled = torch.nn.functional.normalize((states * weights).sum(1) / weights.sum(1), dim=-1)
+        cosines.append(pooled @ pooled.T)
+    return float((cosines[0] - cosines[1]).abs().mean())
+
+
+def test_keeping_geometry_holds_the_texts_distances_but_not_their_features(
+    titles: list[str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    base = resolve_base_model(PACKAGED_MODEL)
+    config = SHORT.model_copy(update={"mlm_learning_rate": 3e-4, "mlm_max_steps": 10})
+    gap, drift = {}, {}
+    for keep in (0.0, 50.0):
+        adapted = adapt_encoder(
+            titles, base, tmp_path / f"geometry-{keep}", config.model_copy(update={"mlm_keep_geometry": keep})
+        )
+        gap[keep] = _pairwise_cosine_gap(adapted.encoder_dir, base, titles)
+        drift[keep] = _drift(adapted.encoder_dir, base, titles)
+    assert gap[0.0] > 0.02, gap
+    assert gap[50.0] < gap[0.0] / 2, gap
+    # the token states themselves still move: this is not keep_features
+    assert drift[50.0] > 0.01, drift
