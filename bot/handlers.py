@@ -24,6 +24,7 @@ from training.store.upserts import (
     ensure_repository,
     follow_rename,
     forget_issue,
+    forget_repository,
     get_repository,
     now,
     upsert_issue,
@@ -32,7 +33,15 @@ from training.store.upserts import (
 log = logging.getLogger(__name__)
 
 # Events and the actions of them that the bot acts on; the App manifest subscribes to these.
-HANDLED_EVENTS = ("ping", "installation", "installation_repositories", "issues", "label", "push")
+HANDLED_EVENTS = (
+    "ping",
+    "installation",
+    "installation_repositories",
+    "issues",
+    "label",
+    "push",
+    "repository",
+)
 
 
 class EventHandlers:
@@ -170,7 +179,10 @@ class EventHandlers:
             return Outcome(f"installed on {', '.join(names) or 'no repositories'}")
         if action in {"deleted", "suspend"}:
             names = self._deactivate_installation(payload["installation"]["id"])
-            return Outcome(f"{action}: stopped serving {', '.join(names) or 'no repositories'}")
+            outcome = f"{action}: stopped serving {', '.join(names) or 'no repositories'}"
+            if action == "deleted":  # a suspension is undone by unsuspending: nothing goes
+                outcome += self._forget_uninstalled(names)
+            return Outcome(outcome)
         return Outcome(f"installation.{action}: nothing to do", ignored=True)
 
     def _deactivate_installation(self, installation_id: int) -> list[str]:
@@ -189,7 +201,40 @@ class EventHandlers:
         removed = self._register(
             payload["installation"], payload.get("repositories_removed") or [], active=False
         )
-        return Outcome(f"added {added or 'none'}, removed {removed or 'none'}")
+        forgotten = self._forget_uninstalled(removed)
+        return Outcome(f"added {added or 'none'}, removed {removed or 'none'}{forgotten}")
+
+    def _forget_uninstalled(self, names: list[str]) -> str:
+        """With ``forget_uninstalled``, delete what is stored about repositories the App left:
+        store rows and deliveries, bundles and encoder. Said in the job's outcome."""
+        if not self.settings.forget_uninstalled or not names:
+            return ""
+        for name in names:
+            with self.store.session() as session:
+                forget_repository(session, name)
+            self.labeler.models.registry.forget_repo(name)
+            self.labeler.models.forget(name)
+            self.configs.invalidate(name)
+            log.warning("%s: the App was uninstalled; its stored data and models are deleted", name)
+        return "; deleted their stored data and models (forget_uninstalled)"
+
+    # -- repository ----------------------------------------------------------------------------
+    def _on_repository(self, delivery: Delivery) -> Outcome:
+        """A rename or transfer is followed before this runs (``handle``), so the store and the
+        registry take the new name at once rather than with the next issue. A repository deleted
+        on GitHub is served no more, as if the App had been removed from it."""
+        repo, action = delivery.repository, delivery.action
+        if action in {"renamed", "transferred"}:
+            return Outcome(f"{action}: served as {repo}")
+        if action == "deleted" and repo is not None:
+            with self.store.session() as session:
+                repository = get_repository(session, repo)
+                row = session.get(Installation, repository.id) if repository is not None else None
+                if row is not None:
+                    row.active = False
+                    row.updated_at = now()
+            return Outcome(f"deleted on GitHub: stopped serving {repo}{self._forget_uninstalled([repo])}")
+        return Outcome(f"repository.{action}: nothing to do", ignored=True)
 
     # -- issues --------------------------------------------------------------------------------
     def _store_issue(self, delivery: Delivery, session: Session, record: IssueRecord) -> Repository:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -356,8 +356,17 @@ def run_refresh(
     finally:
         if not finished:
             shutil.rmtree(bundle_dir, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+            with suppress(Exception):  # the failure above is the one to report
+                if _name_now(store, repository_id) is None:
+                    registry.forget_repo(repo)
     renamed_from = None
-    name = _name_now(store, repository_id, repo)
+    name = _name_now(store, repository_id)
+    if name is None:
+        # Uninstalled with forget_uninstalled while this trained: the bot deleted its data and
+        # models, and what this refresh wrote since goes too.
+        registry.forget_repo(repo)
+        raise RefreshError(f"{repo} left the store while it trained (uninstalled): nothing registered")
     if name != repo:
         # Renamed on GitHub while this trained: the bot moved the registry folder (this refresh's
         # paths reached it through the link left under the old name), or no bot runs and it moves now.
@@ -383,11 +392,12 @@ def run_refresh(
     return RefreshResult(repo, version, bundle_dir, promoted, reason, metrics, timings)
 
 
-def _name_now(store: Store, repository_id: int, name: str) -> str:
-    """The repository's name in the store now: a rename on GitHub renames the row (by its id)."""
+def _name_now(store: Store, repository_id: int) -> str | None:
+    """The repository's name in the store now (a rename on GitHub renames the row, found by its
+    id); None once the row is deleted (the App uninstalled, with ``forget_uninstalled``)."""
     with store.session() as session:
         row = session.get(Repository, repository_id)
-        return row.full_name if row is not None else name
+        return row.full_name if row is not None else None
 
 
 def recorded_refresh(

@@ -140,7 +140,9 @@ class RefreshRuns:
         stamp = at or now()
         with self.store.session() as session:
             run = session.get(RefreshRun, started.run_id)
-            assert run is not None
+            if run is None:  # the repository's history was deleted meanwhile (uninstalled)
+                log.warning("refresh run %d is no longer in the store: %s", started.run_id, outcome)
+                return
             run.status = status
             run.outcome = outcome[:4000]
             run.version = version

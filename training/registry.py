@@ -64,6 +64,17 @@ class Registry:
         if folder.is_symlink():
             folder.unlink()
 
+    def forget_repo(self, repo: str) -> bool:
+        """Delete a repository's bundles and adapted encoder (they were trained on its issues)."""
+        folder = self.repo_dir(repo)
+        if folder.is_symlink():
+            folder.unlink()
+            return True
+        if not folder.is_dir():
+            return False
+        shutil.rmtree(folder)
+        return True
+
     def encoder_dir(self, repo: str) -> Path:
         return self.repo_dir(repo) / "encoder"
 

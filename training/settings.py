@@ -188,6 +188,14 @@ class Settings(BaseSettings):
     dry_run: bool = Field(
         default=False, description="The bot decides and logs but never writes to GitHub (to try it out)."
     )
+    forget_uninstalled: bool = Field(
+        default=False,
+        description="When the App is uninstalled from a repository (the installation deleted, or "
+        "the repository removed from it), delete everything stored about it: issues, feedback, "
+        "predictions, deliveries, refresh history and its model bundles. Off: kept, so that a "
+        "reinstall continues where it stopped.",
+    )
+
     refresh_schedule: str = Field(
         default="0 3 * * 0",
         description="Cron schedule (UTC) of retraining every installed repository; empty: off.",

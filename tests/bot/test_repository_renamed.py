@@ -56,3 +56,21 @@ def test_an_installation_event_under_the_new_name_moves_the_bundles_too(bot: Bot
     wait_for(lambda: bot.job_status("ir-renamed") == "done", what="the installation job")
     assert (bot.settings.registry_dir / NEW_NAME.replace("/", "__") / "current").is_symlink()
     _labels_new_issue(bot, "after")
+
+
+def test_a_repository_event_moves_the_bundles_before_any_issue_arrives(bot: BotUnderTest) -> None:
+    bot.fake.rename_repo(bot.repo, NEW_NAME)
+    renamed = {
+        "action": "renamed",
+        "changes": {"repository": {"name": {"from": REPO.split("/")[1]}}},
+        "repository": bot.repository,  # under its new name
+        "installation": {"id": INSTALLATION},
+        "sender": example("issues", "opened")["sender"],
+    }
+    bot.deliver.send("repository", renamed, delivery_id="repo-renamed")
+    wait_for(lambda: bot.job_status("repo-renamed") == "done", what="the repository job")
+    assert (bot.settings.registry_dir / NEW_NAME.replace("/", "__") / "current").is_symlink()
+    assert not (bot.settings.registry_dir / REPO.replace("/", "__")).exists()
+    with bot.services.store.session() as session:
+        assert session.scalars(select(Repository.full_name)).all() == [NEW_NAME]
+    _labels_new_issue(bot, "after")

@@ -24,6 +24,7 @@ from training.store.models import (
     Repository,
     SplitAssignment,
     TemplateLabel,
+    WebhookJob,
 )
 
 Row = TypeVar("Row", bound=Base)
@@ -300,6 +301,19 @@ def forget_issue(session: Session, repository: Repository, key: str) -> bool:
     was stored at all is returned."""
     removed = session.execute(
         delete(Issue).where(Issue.repository_id == repository.id, Issue.key == key).returning(Issue.id)
+    ).all()
+    return bool(removed)
+
+
+def forget_repository(session: Session, full_name: str) -> bool:
+    """Remove everything stored about a repository: its issues, labels, feedback, predictions,
+    refresh history (DB cascades) and its webhook deliveries, whose payloads hold issue text;
+    a delivery being worked on now is left to finish. Whether it was stored at all is returned."""
+    session.execute(
+        delete(WebhookJob).where(WebhookJob.repository == full_name, WebhookJob.status != "running")
+    )
+    removed = session.execute(
+        delete(Repository).where(Repository.full_name == full_name).returning(Repository.id)
     ).all()
     return bool(removed)
 

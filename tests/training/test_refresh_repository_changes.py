@@ -1,0 +1,158 @@
+"""A repository that changes while its refresh trains.
+
+Renamed on GitHub: the bundle lands under the new name. The bot moves the registry folder when it
+learns of the rename; the refresh, still running, keeps writing to paths under the old name, which
+reach the moved folder through a link left until it ends. Without a bot running, the refresh finds
+the rename in the store and moves the folder itself.
+
+Uninstalled with ``forget_uninstalled``: the bot deletes its data and models, and the refresh
+fails cleanly without writing any back. And any refresh that fails while it trains leaves no
+work folder (adapted encoder, checkpoints) behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from tests.training.test_refresh import REPO, TINY, _refresh, slice_path, small_settings  # noqa: F401
+from training import refresh
+from training.refresh import RefreshError, recorded_refresh
+from training.registry import Registry
+from training.settings import Settings
+from training.store import Store
+from training.store.upserts import follow_rename, forget_repository, get_repository
+
+NEW_NAME = "scikit-learn/scikit-learn-renamed"
+GITHUB_ID = 25111
+
+
+def _during_finetune(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -> None:
+    """Makes ``change`` happen once the refresh has adapted its encoder and starts fine-tuning."""
+    finetune = refresh.finetune
+
+    def changed_then_finetune(*args: object, **kwargs: object) -> object:
+        change()
+        return finetune(*args, **kwargs)
+
+    monkeypatch.setattr(refresh, "finetune", changed_then_finetune)
+
+
+def _in_store(settings: Settings, work: Callable[[Session], None]) -> None:
+    store = Store(settings.database_url)
+    try:
+        with store.session() as session:
+            work(session)
+    finally:
+        store.close()
+
+
+def _rename_while_training(settings: Settings, monkeypatch: pytest.MonkeyPatch, *, bot_moves: bool) -> None:
+    """Renames the repository as the bot would: the store row by GitHub id, then the registry folder."""
+
+    def rename(session: Session) -> None:
+        get_repository(session, REPO).github_id = GITHUB_ID  # type: ignore[union-attr]
+        assert follow_rename(session, NEW_NAME, GITHUB_ID) == REPO
+
+    def change() -> None:
+        _in_store(settings, rename)
+        if bot_moves:
+            assert Registry(settings.registry_dir).rename_repo(REPO, NEW_NAME)
+
+    _during_finetune(monkeypatch, change)
+
+
+@pytest.mark.parametrize("bot_moves", [True, False], ids=["bot-moved-the-folder", "no-bot-running"])
+def test_a_repository_renamed_during_its_refresh_gets_the_bundle_under_its_new_name(
+    small_settings: Settings,  # noqa: F811
+    slice_path: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    bot_moves: bool,
+) -> None:
+    config = TINY.model_copy(update={"quantize": False})
+    first = _refresh(small_settings, slice_path, config)
+    registry = Registry(small_settings.registry_dir)
+    _rename_while_training(small_settings, monkeypatch, bot_moves=bot_moves)
+
+    second = _refresh(small_settings, slice_path, config, force=True)
+
+    assert second.repo == NEW_NAME and second.promoted
+    assert second.bundle_dir == registry.repo_dir(NEW_NAME) / second.version
+    assert registry.current_version(NEW_NAME) == second.version
+    assert registry.load_current(NEW_NAME) is not None  # the bundle is whole where it is served
+    assert [v.version for v in registry.versions(NEW_NAME)] == [first.version, second.version]
+    assert (registry.encoder_dir(NEW_NAME) / "config.json").is_file()
+    old = registry.repo_dir(REPO)
+    assert not old.exists() and not old.is_symlink()  # nothing left under the old name
+    assert not list(registry.repo_dir(NEW_NAME).glob(".work-*"))
+
+
+def test_a_rename_leaves_a_link_only_while_a_refresh_writes(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    (registry.repo_dir("o/a") / "v1").mkdir(parents=True)
+    assert registry.rename_repo("o/a", "o/b")
+    assert not registry.repo_dir("o/a").is_symlink() and not registry.repo_dir("o/a").exists()
+
+    (registry.repo_dir("o/b") / ".work-x").mkdir()
+    assert registry.rename_repo("o/b", "o/c")
+    assert registry.repo_dir("o/b").is_symlink() and (registry.repo_dir("o/b") / "v1").is_dir()
+    assert not registry.rename_repo("o/b", "o/d")  # a link is not a repository's folder to move
+    # renamed back while the refresh still runs: the link gives way to the folder
+    assert registry.rename_repo("o/c", "o/b")
+    assert not registry.repo_dir("o/b").is_symlink() and (registry.repo_dir("o/b") / "v1").is_dir()
+    registry.drop_forward("o/b")  # a real folder stays
+    assert registry.repo_dir("o/b").is_dir()
+
+
+@pytest.mark.parametrize("models_too", [True, False], ids=["bot-deleted-the-models", "store-rows-only"])
+def test_a_repository_forgotten_during_its_refresh_gets_nothing_back(
+    small_settings: Settings,  # noqa: F811
+    slice_path: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    models_too: bool,
+) -> None:
+    config = TINY.model_copy(update={"quantize": False})
+    _refresh(small_settings, slice_path, config)
+    registry = Registry(small_settings.registry_dir)
+
+    def forget() -> None:  # what the bot does when the App is uninstalled, with forget_uninstalled
+        _in_store(small_settings, lambda session: forget_repository(session, REPO))
+        if models_too:
+            assert registry.forget_repo(REPO)
+
+    _during_finetune(monkeypatch, forget)
+    store = Store(small_settings.database_url)
+    try:
+        with pytest.raises(Exception) as failure:
+            recorded_refresh(small_settings, store, REPO, config, registry=registry, from_jsonl=[slice_path])
+    finally:
+        store.close()
+    if models_too:  # fine-tuning lost the encoder it was to start from: that failure is reported
+        assert not isinstance(failure.value, AssertionError), failure.value
+    else:
+        assert isinstance(failure.value, RefreshError) and "left the store" in str(failure.value)
+    assert not registry.repo_dir(REPO).exists()  # nothing of the repository written back
+
+
+def test_a_refresh_failing_while_it_trains_leaves_no_work_behind(
+    small_settings: Settings,  # noqa: F811
+    slice_path: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = TINY.model_copy(update={"quantize": False})
+    first = _refresh(small_settings, slice_path, config)
+    registry = Registry(small_settings.registry_dir)
+
+    def fail() -> None:
+        raise MemoryError("the machine ran out of memory while fine-tuning")
+
+    _during_finetune(monkeypatch, fail)
+    with pytest.raises(MemoryError):
+        _refresh(small_settings, slice_path, config)
+    # the adapted encoder and checkpoints of the failed run are gone, the bundle in service stays
+    assert not list(registry.repo_dir(REPO).glob(".work-*"))
+    assert [v.version for v in registry.versions(REPO)] == [first.version]
+    assert registry.current_version(REPO) == first.version
