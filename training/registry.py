@@ -69,10 +69,10 @@ class Registry:
         folder = self.repo_dir(repo)
         if folder.is_symlink():
             folder.unlink()
-            return True
-        if not folder.is_dir():
+        elif folder.is_dir():
+            shutil.rmtree(folder)
+        else:
             return False
-        shutil.rmtree(folder)
         return True
 
     def encoder_dir(self, repo: str) -> Path:

@@ -190,10 +190,10 @@ class Settings(BaseSettings):
     )
     forget_uninstalled: bool = Field(
         default=False,
-        description="When the App is uninstalled from a repository (the installation deleted, or "
-        "the repository removed from it), delete everything stored about it: issues, feedback, "
-        "predictions, deliveries, refresh history and its model bundles. Off: kept, so that a "
-        "reinstall continues where it stopped.",
+        description="When the App is uninstalled from a repository (the installation deleted, the "
+        "repository removed from it or deleted on GitHub), delete everything stored about it: "
+        "issues, feedback, predictions, deliveries, refresh history and its model bundles. Off: "
+        "kept, so that a reinstall continues where it stopped.",
     )
 
     refresh_schedule: str = Field(
