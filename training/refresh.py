@@ -420,6 +420,8 @@ def recorded_refresh(
     """
     runs = RefreshRuns(store, lock_hours=settings.refresh_lock_hours)
     started = runs.start(repo, trigger=trigger, reason=reason, slot=slot)
+    if stale := registry.remove_work_folders(repo):  # the lock is ours: no other refresh runs
+        log.warning("%s: removed the work folders of refreshes that died: %s", repo, ", ".join(stale))
     clients = None
     try:
         if not from_jsonl:

@@ -75,6 +75,18 @@ class Registry:
             return False
         return True
 
+    def remove_work_folders(self, repo: str) -> list[str]:
+        """Delete the work folders (adapted encoder, checkpoints) of refreshes that died without
+        cleaning up, e.g. killed for memory. Only for the holder of the repository's refresh lock:
+        any work folder then is a dead refresh's."""
+        folder = self.repo_dir(repo)
+        if folder.is_symlink() or not folder.is_dir():
+            return []
+        stale = sorted(p for p in folder.glob(".work-*") if p.is_dir())
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        return [path.name for path in stale]
+
     def encoder_dir(self, repo: str) -> Path:
         return self.repo_dir(repo) / "encoder"
 

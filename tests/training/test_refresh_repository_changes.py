@@ -156,3 +156,23 @@ def test_a_refresh_failing_while_it_trains_leaves_no_work_behind(
     assert not list(registry.repo_dir(REPO).glob(".work-*"))
     assert [v.version for v in registry.versions(REPO)] == [first.version]
     assert registry.current_version(REPO) == first.version
+
+
+def test_the_next_refresh_removes_what_a_killed_one_left(
+    small_settings: Settings,  # noqa: F811
+    slice_path: Path,  # noqa: F811
+) -> None:
+    registry = Registry(small_settings.registry_dir)
+    left = registry.repo_dir(REPO) / ".work-killed"  # a refresh killed for memory cleans nothing
+    (left / "encoder").mkdir(parents=True)
+    (left / "encoder" / "model.safetensors").write_bytes(b"\0" * 1024)
+    store = Store(small_settings.database_url)
+    try:
+        config = TINY.model_copy(update={"adapt": False, "quantize": False})
+        result = recorded_refresh(
+            small_settings, store, REPO, config, registry=registry, from_jsonl=[slice_path]
+        )
+    finally:
+        store.close()
+    assert result.promoted
+    assert not left.exists() and not list(registry.repo_dir(REPO).glob(".work-*"))
