@@ -169,14 +169,21 @@ def start_bot(
 
 
 @pytest.fixture
+def bot_settings() -> dict[str, Any]:
+    """Settings of the bot fixture beyond the tests' defaults; a test module overrides this."""
+    return {}
+
+
+@pytest.fixture
 def bot(
     fake_github: FakeGitHub,
     app_keys: tuple[str, str],
     bundle_registry: Path,
     database_url: str,
     real_issues: list[dict[str, Any]],
+    bot_settings: dict[str, Any],
 ) -> Iterator[BotUnderTest]:
-    running = start_bot(fake_github, app_keys, bundle_registry, database_url, real_issues)
+    running = start_bot(fake_github, app_keys, bundle_registry, database_url, real_issues, **bot_settings)
     try:
         yield running
     finally:

@@ -5,16 +5,14 @@ acting there at once; what it stored is kept for a reinstall, or deleted with
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest, start_bot
+from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
 from tests.bot.helpers import example, wait_for
-from tests.fakegithub import FakeGitHub
 from training.store.models import Feedback, Issue, Prediction, Repository, WebhookJob
 
 
@@ -25,22 +23,8 @@ def bundle_registry(bundle_registry: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(params=[False, True], ids=["kept", "forget_uninstalled"])
-def uninstalling_bot(
-    request: pytest.FixtureRequest,
-    fake_github: FakeGitHub,
-    app_keys: tuple[str, str],
-    bundle_registry: Path,
-    database_url: str,
-    real_issues: list[dict[str, Any]],
-) -> Iterator[BotUnderTest]:
-    running = start_bot(
-        fake_github, app_keys, bundle_registry, database_url, real_issues, forget_uninstalled=request.param
-    )
-    try:
-        yield running
-    finally:
-        running.deliver.close()
-        running.server.stop()
+def bot_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return {"forget_uninstalled": request.param}
 
 
 def _uninstall(bot: BotUnderTest, event: str) -> str:
@@ -71,9 +55,8 @@ def _count(bot: BotUnderTest, table: type, **where: object) -> int:
 
 @pytest.mark.parametrize("event", ["installation", "installation_repositories", "repository"])
 def test_uninstalling_stops_labeling_and_keeps_or_forgets_what_was_stored(
-    uninstalling_bot: BotUnderTest, event: str
+    bot: BotUnderTest, event: str
 ) -> None:
-    bot = uninstalling_bot
     issue = bot.open_issue()
     bot.send_issue("opened", issue, delivery_id="before")
     wait_for(lambda: bot.job_status("before") == "done", what="the first issue")
