@@ -3,6 +3,7 @@ move at every step, rows of words the text never contains included."""
 
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
@@ -38,30 +39,52 @@ def test_frozen_word_embeddings_stay_while_the_layers_adapt(
     assert not torch.equal(after[True][layer], before[layer])
 
 
-def _drift(encoder: str | Path, base: str, texts: list[str]) -> float:
-    """Mean 1 - cosine between the encoder's and the base model's token states on ``texts``."""
+# a learning rate large enough that ten steps move the features visibly
+MOVING = SHORT.model_copy(update={"mlm_learning_rate": 3e-4, "mlm_max_steps": 10})
+
+
+@pytest.fixture(scope="module")
+def freely_adapted(titles: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """The encoder adapted with nothing holding its features: what both holds are measured against."""
+    base = resolve_base_model(PACKAGED_MODEL)
+    return adapt_encoder(titles, base, tmp_path_factory.mktemp("free") / "encoder", MOVING).encoder_dir
+
+
+def _token_states(
+    encoder: str | Path, base: str, texts: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The encoder's and the base model's last token states on ``texts``, and the attention mask."""
     tokenizer = AutoTokenizer.from_pretrained(base)
     batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
-    real = batch["attention_mask"].bool()
     with torch.no_grad():
-        ours = AutoModel.from_pretrained(encoder).eval()(**batch).last_hidden_state[real]
-        theirs = AutoModel.from_pretrained(base).eval()(**batch).last_hidden_state[real]
-    return float(1 - torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).mean())
+        ours, theirs = (
+            AutoModel.from_pretrained(path).eval()(**batch).last_hidden_state for path in (encoder, base)
+        )
+    return ours, theirs, batch["attention_mask"]
+
+
+def _drift(encoder: str | Path, base: str, texts: list[str]) -> float:
+    """Mean 1 - cosine between the encoder's and the base model's token states on ``texts``."""
+    ours, theirs, mask = _token_states(encoder, base, texts)
+    real = mask.bool()
+    return float(1 - torch.nn.functional.cosine_similarity(ours[real], theirs[real], dim=-1).mean())
+
+
+def _adapted(texts: list[str], tmp_path: Path, **hold: float) -> Path:
+    base = resolve_base_model(PACKAGED_MODEL)
+    return adapt_encoder(texts, base, tmp_path / "held", MOVING.model_copy(update=hold)).encoder_dir
 
 
 def test_keeping_features_holds_token_states_near_the_base_models(
     titles: list[str],  # noqa: F811
+    freely_adapted: Path,
     tmp_path: Path,
 ) -> None:
     base = resolve_base_model(PACKAGED_MODEL)
-    # a learning rate large enough that two steps move the features visibly
-    config = SHORT.model_copy(update={"mlm_learning_rate": 3e-4, "mlm_max_steps": 10})
-    drift = {}
-    for keep in (0.0, 50.0):
-        adapted = adapt_encoder(
-            titles, base, tmp_path / f"keep-{keep}", config.model_copy(update={"mlm_keep_features": keep})
-        )
-        drift[keep] = _drift(adapted.encoder_dir, base, titles)
+    drift = {
+        0.0: _drift(freely_adapted, base, titles),
+        50.0: _drift(_adapted(titles, tmp_path, mlm_keep_features=50.0), base, titles),
+    }
     assert drift[0.0] > 0.01, drift
     assert drift[50.0] < drift[0.0] / 2, drift
 
@@ -69,13 +92,10 @@ def test_keeping_features_holds_token_states_near_the_base_models(
 def _pairwise_cosine_gap(encoder: str | Path, base: str, texts: list[str]) -> float:
     """Mean |difference| between the cosines of every pair of ``texts`` (mean-pooled token states)
     under the encoder and under the base model."""
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
-    weights = batch["attention_mask"].unsqueeze(-1).float()
+    ours, theirs, mask = _token_states(encoder, base, texts)
+    weights = mask.unsqueeze(-1).float()
     cosines = []
-    for path in (encoder, base):
-        with torch.no_grad():
-            states = AutoModel.from_pretrained(path).eval()(**batch).last_hidden_state
+    for states in (ours, theirs):
         pooled = torch.nn.functional.normalize((states * weights).sum(1) / weights.sum(1), dim=-1)
         cosines.append(pooled @ pooled.T)
     return float((cosines[0] - cosines[1]).abs().mean())
@@ -83,17 +103,16 @@ def _pairwise_cosine_gap(encoder: str | Path, base: str, texts: list[str]) -> fl
 
 def test_keeping_geometry_holds_the_texts_distances_but_not_their_features(
     titles: list[str],  # noqa: F811
+    freely_adapted: Path,
     tmp_path: Path,
 ) -> None:
     base = resolve_base_model(PACKAGED_MODEL)
-    config = SHORT.model_copy(update={"mlm_learning_rate": 3e-4, "mlm_max_steps": 10})
-    gap, drift = {}, {}
-    for keep in (0.0, 50.0):
-        adapted = adapt_encoder(
-            titles, base, tmp_path / f"geometry-{keep}", config.model_copy(update={"mlm_keep_geometry": keep})
-        )
-        gap[keep] = _pairwise_cosine_gap(adapted.encoder_dir, base, titles)
-        drift[keep] = _drift(adapted.encoder_dir, base, titles)
+    held = _adapted(titles, tmp_path, mlm_keep_geometry=50.0)
+    gap = {
+        0.0: _pairwise_cosine_gap(freely_adapted, base, titles),
+        50.0: _pairwise_cosine_gap(held, base, titles),
+    }
+    drift = {50.0: _drift(held, base, titles)}
     assert gap[0.0] > 0.02, gap
     assert gap[50.0] < gap[0.0] / 2, gap
     # the token states themselves still move: this is not keep_features
