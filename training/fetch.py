@@ -31,6 +31,7 @@ from training.jsonl_import import import_jsonl
 from training.logs import configure_logging
 from training.progress import Progress
 from training.records import IssueRecord, LabelRecord, RecordError, parse_issue
+from training.registry import Registry
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
 from training.store.models import Issue
@@ -39,6 +40,7 @@ from training.store.upserts import (
     LabelCatalogue,
     cursor_of,
     ensure_repository,
+    follow_rename,
     forget_issue,
     get_repository,
     now,
@@ -66,6 +68,7 @@ class FetchReport:
     since: datetime | None = None
     cursor: datetime | None = None
     removed: int | None = None  # issues GitHub no longer lists (None: not reconciled)
+    renamed_from: str | None = None  # the stored name, when GitHub renamed or transferred it since
 
 
 class RateLimitGuard:
@@ -142,17 +145,9 @@ def fetch_repository(
     """Bring the store up to date with one repository (``reconcile``: and drop what GitHub no
     longer has)."""
     report = FetchReport(repo=full_name)
-    try:
-        gh_repo = github.get_repo(full_name)
-    except GithubException as exc:
-        if exc.status in (401, 403, 404):
-            raise UnknownRepository(
-                f"{full_name}: GitHub answered {exc.status} — check the name and that the "
-                "token or App installation can read it"
-            ) from None
-        raise FetchError(f"{full_name}: GitHub answered {exc.status}: {exc.data}") from None
-
+    gh_repo = _github_repo(github, full_name)
     with store.session() as session:
+        report.renamed_from = follow_rename(session, full_name, gh_repo.id)
         repository = ensure_repository(session, full_name, github_id=gh_repo.id, node_id=gh_repo.node_id)
         cursor = cursor_of(session, repository)
         cursor.last_started_at = now()
@@ -182,6 +177,29 @@ def fetch_repository(
         cursor.last_error = None
         report.cursor = cursor.since
     return report
+
+
+def _github_repo(github: Github, full_name: str) -> GhRepository:
+    try:
+        return github.get_repo(full_name)
+    except GithubException as exc:
+        if exc.status in (401, 403, 404):
+            raise UnknownRepository(
+                f"{full_name}: GitHub answered {exc.status} — check the name and that the "
+                "token or App installation can read it"
+            ) from None
+        raise FetchError(f"{full_name}: GitHub answered {exc.status}: {exc.data}") from None
+    except requests.RequestException as exc:
+        raise FetchError(f"{full_name}: GitHub could not be reached: {exc}") from None
+
+
+def follow_github_rename(store: Store, github: Github, full_name: str) -> str | None:
+    """Ask GitHub for the repository's id and, if the store knows that id under another name
+    (renamed or transferred since), give the stored history the new name. The old name is
+    returned (None: no rename). Run before anything creates a row under the new name."""
+    gh_repo = _github_repo(github, full_name)
+    with store.session() as session:
+        return follow_rename(session, full_name, gh_repo.id)
 
 
 def _record_error(store: Store, full_name: str, message: str) -> None:
@@ -385,6 +403,8 @@ def _fetch_repos(store: Store, repos: list[str], settings: Settings, *, reconcil
                 log.error("%s", exc)
                 failed.append(full_name)
                 continue
+            if report.renamed_from:
+                _move_models(settings, report.renamed_from, full_name)
             log.info(
                 "%s: %s (%d labels; cursor now %s)%s",
                 full_name,
@@ -398,6 +418,13 @@ def _fetch_repos(store: Store, repos: list[str], settings: Settings, *, reconcil
         clients.close()
     log.info("fetched issues: %s%s", total.summary(), f"; failed: {', '.join(failed)}" if failed else "")
     return 1 if failed else 0
+
+
+def _move_models(settings: Settings, old: str, new: str) -> None:
+    """The bundles and adapted encoder follow a rename the fetch found, as the bot's would."""
+    moved = Registry(settings.registry_dir).rename_repo(old, new)
+    what = "stored issues and models" if moved else "stored issues"
+    log.warning("%s is %s on GitHub now: its %s follow it", old, new, what)
 
 
 if __name__ == "__main__":

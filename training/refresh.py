@@ -33,7 +33,7 @@ from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
 from training.distill import distill_dataset
 from training.export import export_onnx, quantize_int8
-from training.fetch import FetchError, fetch_repository
+from training.fetch import FetchError, fetch_repository, follow_github_rename
 from training.finetune import finetune, predict_probabilities
 from training.github_client import GitHubAuthError, GitHubClients
 from training.jsonl_import import import_jsonl
@@ -211,13 +211,18 @@ def run_refresh(
         else:
             if clients is None:
                 raise RefreshError("fetching needs GitHub credentials (or give --from-jsonl)")
-            fetch_repository(
+            fetched = fetch_repository(
                 store,
                 clients.for_repository(repo),
                 repo,
                 settings=settings,
                 reconcile=settings.fetch_reconcile,
             )
+            if fetched.renamed_from:  # renamed on GitHub while no bot ran: the models follow
+                log.warning(
+                    "%s is %s on GitHub now: its history and models follow", fetched.renamed_from, repo
+                )
+                registry.rename_repo(fetched.renamed_from, repo)
         with store.session() as session:
             dataset = build_dataset(
                 session, [repo], DatasetConfig.from_settings(settings), persist_splits=True
@@ -418,13 +423,20 @@ def recorded_refresh(
     Raises ``RefreshBusy`` or ``SlotTaken`` before anything runs; a failure is recorded with
     its reason and raised again.
     """
+    clients = None
+    if not from_jsonl and _unknown_to_github_yet(store, repo):
+        clients = _follow_rename_first(settings, store, repo, registry)
     runs = RefreshRuns(store, lock_hours=settings.refresh_lock_hours)
-    started = runs.start(repo, trigger=trigger, reason=reason, slot=slot)
+    try:
+        started = runs.start(repo, trigger=trigger, reason=reason, slot=slot)
+    except BaseException:
+        if clients is not None:
+            clients.close()
+        raise
     if stale := registry.remove_work_folders(repo):  # the lock is ours: no other refresh runs
         log.warning("%s: removed the work folders of refreshes that died: %s", repo, ", ".join(stale))
-    clients = None
     try:
-        if not from_jsonl:
+        if not from_jsonl and clients is None:
             clients = GitHubClients(settings)
         result = run_refresh(
             settings,
@@ -452,6 +464,35 @@ def recorded_refresh(
         metrics={"micro_f1": test["micro_f1"], "macro_f1": test["macro_f1"]},  # type: ignore[index]
     )
     return result
+
+
+def _unknown_to_github_yet(store: Store, repo: str) -> bool:
+    """No stored row under this name holds GitHub's id: a new repository, or a renamed one."""
+    with store.session() as session:
+        row = get_repository(session, repo)
+        return row is None or row.github_id is None
+
+
+def _follow_rename_first(
+    settings: Settings, store: Store, repo: str, registry: Registry
+) -> GitHubClients | None:
+    """Before the refresh lock creates a row under a name the store does not know, ask GitHub
+    whether it is a stored repository renamed while no bot ran; its history and models follow.
+
+    Where GitHub cannot answer now, the refresh goes on and its fetch reports the failure."""
+    try:
+        clients = GitHubClients(settings)
+    except GitHubAuthError:
+        return None
+    try:
+        old = follow_github_rename(store, clients.for_repository(repo), repo)
+    except (FetchError, GitHubAuthError) as exc:
+        log.warning("%s: could not ask GitHub whether it was renamed (%s)", repo, exc)
+        return clients
+    if old is not None:
+        log.warning("%s is %s on GitHub now: its history and models follow", old, repo)
+        registry.rename_repo(old, repo)
+    return clients
 
 
 def _gate(

@@ -14,6 +14,7 @@ from tests.fakegithub import FakeGitHub, FakeRepo, Fault, secondary_rate_limit
 from tests.fakegithub.seed import seed_from_jsonl
 from training.fetch import FetchError, UnknownRepository, fetch_repository
 from training.github_client import GitHubAuthError, GitHubClients
+from training.refresh_runs import FAILED, RefreshRuns
 from training.settings import Settings
 from training.store import Store
 from training.store.models import FetchCursor, Issue, Label, Repository, TemplateLabel
@@ -122,10 +123,32 @@ def test_fetch_under_a_repositorys_new_name_continues_its_history(
         store, GitHubClients(settings).for_repository(rails.full_name), rails.full_name, settings=settings
     )
     assert report.counts[Outcome.NEW] == 0  # the same issues, already stored under the old name
+    assert report.renamed_from == "rails/rails"
     assert "since" in fake_github.requests_to(r"/repos/rails/rails-renamed/issues")[-1].query
     with store.session() as session:
         assert session.scalars(select(Repository.full_name)).all() == ["rails/rails-renamed"]
         assert session.scalar(select(func.count()).select_from(Issue)) == len(rails.issues)
+
+
+def test_a_row_made_under_the_new_name_before_the_rename_was_known_gives_way(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
+    """A refresh run by hand under the new name while GitHub could not be asked took its lock on
+    a fresh row; the next fetch finds the stored history by id and that empty row goes."""
+    _fetch(store, settings)
+    fake_github.rename_repo(rails, "rails/rails-renamed")
+    runs = RefreshRuns(store, lock_hours=1)
+    runs.finish(
+        runs.start("rails/rails-renamed", trigger="manual", reason="test"), status=FAILED, outcome="down"
+    )
+    report = fetch_repository(
+        store, GitHubClients(settings).for_repository(rails.full_name), rails.full_name, settings=settings
+    )
+    assert report.renamed_from == "rails/rails" and report.counts[Outcome.NEW] == 0
+    with store.session() as session:
+        assert session.scalars(select(Repository.full_name)).all() == ["rails/rails-renamed"]
+        assert session.scalar(select(func.count()).select_from(Issue)) == len(rails.issues)
+    assert runs.history("rails/rails-renamed") == []  # the empty row's failed run went with it
 
 
 def test_reconcile_removes_what_github_no_longer_lists_and_a_cut_listing_removes_nothing(

@@ -55,6 +55,25 @@ def test_fetch_cli_reports_counts_and_runs_incrementally(tmp_path: Path, shared_
         assert "failed: octo/missing" in missing.stderr.strip().splitlines()[-1]
 
 
+def test_fetch_cli_under_a_new_name_moves_the_stored_history_and_the_models(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    with FakeGitHub() as fake:
+        served = seed_from_jsonl(fake, shared_data / "rails_small" / "issues.jsonl", REPO, limit=40)
+        env = _env(fake, tmp_path / "store.db") | {"ISSUE_LABELER_REGISTRY_DIR": str(tmp_path / "models")}
+        assert _run(env, tmp_path, "--repo", REPO).returncode == 0
+        bundle = tmp_path / "models" / "rails__rails" / "20261201-000000"  # what a refresh left
+        bundle.mkdir(parents=True)
+        fake.rename_repo(served, "rails/rails-renamed")
+        renamed = _run(env, tmp_path, "--repo", "rails/rails-renamed")
+        assert renamed.returncode == 0, renamed.stderr
+        assert "rails/rails is rails/rails-renamed on GitHub now" in renamed.stderr
+        assert "fetched issues: 0 new, 0 updated" in renamed.stderr.strip().splitlines()[-1]
+        assert (tmp_path / "models" / "rails__rails-renamed" / bundle.name).is_dir()
+        assert not (tmp_path / "models" / "rails__rails").exists()
+        assert _stored_numbers(tmp_path / "store.db") == set(served.issues)
+
+
 def test_fetch_killed_mid_way_resumes_to_exactly_the_servers_issues(
     tmp_path: Path, shared_data: Path
 ) -> None:

@@ -16,14 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tests.conftest import make_settings
+from tests.fakegithub.seed import seed_from_jsonl
+from tests.fakegithub.server import FakeGitHub
 from tests.training.test_refresh import REPO, TINY, _refresh, slice_path, small_settings  # noqa: F401
 from training import refresh
 from training.refresh import RefreshError, recorded_refresh
+from training.refresh_runs import RefreshRuns
 from training.registry import Registry
 from training.settings import Settings
 from training.store import Store
+from training.store.models import Repository
 from training.store.upserts import follow_rename, forget_repository, get_repository
 
 NEW_NAME = "scikit-learn/scikit-learn-renamed"
@@ -176,3 +182,39 @@ def test_the_next_refresh_removes_what_a_killed_one_left(
         store.close()
     assert result.promoted
     assert not left.exists() and not list(registry.repo_dir(REPO).glob(".work-*"))
+
+
+def test_a_refresh_by_the_new_name_after_a_rename_continues_the_repositorys_history(
+    tmp_path: Path,
+    fake_github: FakeGitHub,
+    slice_path: Path,  # noqa: F811
+) -> None:
+    """Renamed on GitHub while no bot ran: ``training.refresh --repo NEW`` finds the stored history
+    and the registry folder by the repository's GitHub id instead of starting a second repository."""
+    served = seed_from_jsonl(fake_github, slice_path, REPO)
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        github_api_url=fake_github.base_url,
+        registry_dir=tmp_path / "models",
+        min_label_examples=5,
+        exclude_template_labels=False,
+    )
+    config = TINY.model_copy(update={"quantize": False})
+    registry = Registry(settings.registry_dir)
+    store = Store(settings.database_url)
+    try:
+        first = recorded_refresh(settings, store, REPO, config, registry=registry)
+        fake_github.rename_repo(served, NEW_NAME)
+        second = recorded_refresh(settings, store, NEW_NAME, config, registry=registry, force=True)
+
+        assert second.metrics["adaptation"]["started_from"] == "previous adapted encoder"
+        assert second.metrics["counts"] == first.metrics["counts"]  # the same issues, not fetched twice
+        assert any("since" in r.query for r in fake_github.requests_to(rf"/repos/{NEW_NAME}/issues"))
+        assert [v.version for v in registry.versions(NEW_NAME)] == [first.version, second.version]
+        assert not registry.repo_dir(REPO).exists()
+        with store.session() as session:
+            assert session.scalars(select(Repository.full_name)).all() == [NEW_NAME]
+        history = RefreshRuns(store, lock_hours=1).history(NEW_NAME)
+        assert [row["version"] for row in history] == [second.version, first.version]
+    finally:
+        store.close()

@@ -58,16 +58,31 @@ def get_repository(session: Session, full_name: str) -> Repository | None:
 
 def follow_rename(session: Session, full_name: str, github_id: int) -> str | None:
     """A repository renamed or transferred on GitHub keeps its id: the row known by that id under
-    another name takes the new one, history and all. The old name is returned (None: no rename)."""
-    if get_repository(session, full_name) is not None:
+    another name takes the new one, history and all. The old name is returned (None: no rename).
+
+    A row made under the new name before the rename was known (a refresh run by hand under the
+    new name while GitHub could not be asked) holds no issues and no id: it gives way."""
+    named = get_repository(session, full_name)
+    if named is not None and not _placeholder(session, named):
         return None
-    row = session.scalar(select(Repository).where(Repository.github_id == github_id))
-    if row is None or row.full_name == full_name:
+    row = session.scalar(
+        select(Repository).where(Repository.github_id == github_id, Repository.full_name != full_name)
+    )
+    if row is None:
         return None
+    if named is not None:  # its refresh runs and lock go with it (DB cascades)
+        session.execute(delete(Repository).where(Repository.id == named.id))
+        session.expunge(named)
+        log.warning("dropped the empty row of %s made before its rename was known", full_name)
     old, row.full_name = row.full_name, full_name
     session.flush()
     log.warning("repository %s is now %s on GitHub (id %d): its data follows", old, full_name, github_id)
     return old
+
+
+def _placeholder(session: Session, repo: Repository) -> bool:
+    has_issues = session.scalar(select(Issue.id).where(Issue.repository_id == repo.id).limit(1))
+    return repo.github_id is None and has_issues is None
 
 
 def ensure_repository(
