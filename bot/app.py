@@ -97,11 +97,12 @@ def create_app(services: BotServices) -> FastAPI:
         try:
             accepted = await run_in_threadpool(services.queue.accept, delivery, bytes(body), handled=handled)
         except SQLAlchemyError as exc:
-            # Not stored, so not acknowledged: GitHub lists the delivery as failed, to redeliver.
+            # Not stored, so not acknowledged: GitHub lists the delivery as failed, and the bot
+            # (a GitHub App) asks for it again later (bot/redelivery.py).
             services.metrics.deliveries.labels(event, "store_error").inc()
             log.error(
-                "delivery %s (%s) not accepted, the store failed: %s; redeliver it once the store "
-                "is back (the App's settings, Advanced, Recent Deliveries)",
+                "delivery %s (%s) not accepted, the store failed: %s; a GitHub App bot asks for it "
+                "again once the store is back (else: the App's settings, Advanced, Recent Deliveries)",
                 delivery_id,
                 event,
                 exc.__class__.__name__ + ": " + str(getattr(exc, "orig", exc)),
@@ -214,6 +215,7 @@ def create_app(services: BotServices) -> FastAPI:
             },
             "jobs": services.queue.counts(),
             "failed_jobs": services.queue.failed(),
+            "redelivery": services.redeliverer.last.summary() if services.redeliverer.last else None,
         }
 
     return app

@@ -1,4 +1,5 @@
-"""The few GitHub calls the bot makes, as the App installation of each repository."""
+"""The few GitHub calls the bot makes, as the App installation of each repository (and as the
+App itself for its webhook deliveries)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from github import Github, GithubException, RateLimitExceededException, UnknownObjectException
+from github.HookDelivery import HookDeliverySummary
+from github.PaginatedList import PaginatedList
 
 from bot.outcome import PermanentJobError
 from training.fetch import sync_labels_and_templates
@@ -102,6 +106,27 @@ class GitHubGateway:
         if isinstance(content, list):
             return None  # a folder of that name
         return content.decoded_content.decode("utf-8", errors="replace")
+
+    def app_deliveries(self, since: datetime) -> list[HookDeliverySummary]:
+        """The App's webhook deliveries back to ``since``, newest first (GitHub lists each
+        attempt, redeliveries included, and keeps them three days)."""
+        app = self.clients.app if self.clients is not None else None
+        if app is None:
+            raise GitHubAuthError("webhook deliveries are listed for a GitHub App only")
+        found = []
+        listing = PaginatedList(HookDeliverySummary, app.requester, "/app/hook/deliveries", {"per_page": 100})
+        for delivery in listing:
+            if delivery.delivered_at < since:
+                break
+            found.append(delivery)
+        return found
+
+    def redeliver(self, delivery_id: int) -> None:
+        """Ask GitHub to send one of the App's deliveries again (it answers at once, sends later)."""
+        app = self.clients.app if self.clients is not None else None
+        if app is None:
+            raise GitHubAuthError("webhook deliveries are redelivered for a GitHub App only")
+        app.requester.requestJsonAndCheck("POST", f"/app/hook/deliveries/{delivery_id}/attempts")
 
     def close(self) -> None:
         with self._lock:

@@ -197,6 +197,16 @@ class JobQueue:
             for r in rows
         ]
 
+    def known(self, delivery_ids: list[str]) -> set[str]:
+        """Which of these deliveries the bot has accepted (whatever GitHub recorded of them)."""
+        if not delivery_ids:
+            return set()
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(WebhookJob.delivery_id).where(WebhookJob.delivery_id.in_(delivery_ids))
+            )
+            return set(rows)
+
     def status_of(self, delivery_id: str) -> str | None:
         with self.store.session() as session:
             return session.scalar(select(WebhookJob.status).where(WebhookJob.delivery_id == delivery_id))

@@ -52,6 +52,11 @@ class BotMetrics:
             ["repository", "status"],
             registry=self.registry,
         )
+        self.redeliveries = Counter(
+            "issue_labeler_redeliveries",
+            "Failed webhook deliveries the bot asked GitHub to send again",
+            registry=self.registry,
+        )
         self.jobs_in_store = Gauge(
             "issue_labeler_jobs_in_store",
             "Jobs in the store by status when scraped; a growing pending count means the bot is "

@@ -13,6 +13,7 @@ from bot.jobs import ClaimedJob, JobQueue
 from bot.labeling import Labeler
 from bot.metrics import BotMetrics
 from bot.outcome import Outcome
+from bot.redelivery import Redeliverer
 from bot.repo_config import RepoConfigCache
 from bot.retraining import RefreshLauncher, RefreshRequest, Retrainer
 from bot.served_models import ServedModels
@@ -38,6 +39,7 @@ class BotServices:
     workers: Workers
     metrics: BotMetrics
     retrainer: Retrainer
+    redeliverer: Redeliverer
 
     @classmethod
     def build(
@@ -95,13 +97,34 @@ class BotServices:
             launch or RefreshLauncher(settings),
             on_finished=lambda repo, status: metrics.refreshes.labels(repo, status).inc(),
         )
-        return cls(settings, store, queue, gateway, models, configs, handlers, workers, metrics, retrainer)
+        redeliverer = Redeliverer(
+            gateway,
+            queue,
+            metrics,
+            interval_minutes=settings.redeliver_minutes,
+            window_hours=settings.redeliver_window_hours,
+            max_attempts=settings.redeliver_max_attempts,
+        )
+        return cls(
+            settings,
+            store,
+            queue,
+            gateway,
+            models,
+            configs,
+            handlers,
+            workers,
+            metrics,
+            retrainer,
+            redeliverer,
+        )
 
     def start(self) -> None:
         repos = self.handlers.installed_repositories()
         self.models.load(repos)
         self.workers.start()
         self.retrainer.start()
+        self.redeliverer.start()
         log.info(
             "serving %d repositories (%s); %d worker threads",
             len(repos),
@@ -110,6 +133,7 @@ class BotServices:
         )
 
     def stop(self) -> None:
+        self.redeliverer.stop()
         self.retrainer.stop()
         self.workers.stop()
         self.gateway.close()

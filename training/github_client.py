@@ -56,6 +56,11 @@ class GitHubClients:
     def is_app(self) -> bool:
         return self._integration is not None
 
+    @property
+    def app(self) -> GithubIntegration | None:
+        """The App itself (JWT): its installations and its webhook deliveries. None with a token."""
+        return self._integration
+
     def for_repository(self, full_name: str) -> Github:
         if self._token_client is not None:
             return self._token_client

@@ -184,6 +184,21 @@ class Settings(BaseSettings):
     bundle_check_seconds: float = Field(
         default=5.0, ge=0, description="How often the server looks for a newly promoted bundle."
     )
+    redeliver_minutes: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often the bot (a GitHub App) asks GitHub to redeliver the App's webhook "
+        "deliveries that failed (the bot down, the store unreachable); also once at start. 0: off.",
+    )
+    redeliver_window_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=72,
+        description="How far back failed deliveries are looked for (GitHub keeps them 3 days).",
+    )
+    redeliver_max_attempts: int = Field(
+        default=3, ge=1, description="Redeliveries asked for one delivery before it is left failed."
+    )
 
     dry_run: bool = Field(
         default=False, description="The bot decides and logs but never writes to GitHub (to try it out)."

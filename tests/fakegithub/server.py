@@ -2,12 +2,16 @@
 
 It keeps repositories, issues, labels, file contents and App installations in memory, paginates
 with ``Link`` headers, counts a primary rate limit with ``X-RateLimit-*`` headers, and can be told
-to answer faults (secondary rate limits, 5xx, slow responses) for matching requests.
+to answer faults (secondary rate limits, 5xx, slow responses) for matching requests. As the App's
+webhook it signs and POSTs deliveries to ``hook_url``, keeps a record of each attempt, lists them
+and redelivers one on request, as GitHub's ``/app/hook/deliveries`` endpoints do.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import re
 import threading
@@ -18,8 +22,10 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from uuid import uuid4
 
 import jwt
+import requests
 
 Json = dict[str, Any]
 
@@ -82,6 +88,14 @@ class FakeRepo:
     contents: dict[str, str] = field(default_factory=dict)
 
 
+def _object_or_empty(data: bytes) -> Json:
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -100,6 +114,9 @@ class FakeGitHub:
         self.rate_window = 3600.0
         self._rate_used = 0
         self._rate_reset = time.time() + self.rate_window
+        self.hook_url: str | None = None  # where the App's webhook deliveries go
+        self.hook_secret = ""
+        self.hook_deliveries: list[tuple[Json, bytes]] = []  # every attempt, oldest first, with its body
         self._lock = threading.RLock()
         self._ids = iter(range(1000, 10**9))
         self._server: ThreadingHTTPServer | None = None
@@ -260,6 +277,54 @@ class FakeGitHub:
         issue["updated_at"] = _iso(updated_at)
         return issue
 
+    def deliver(
+        self, event: str, payload: Json | None = None, *, body: bytes | None = None, guid: str | None = None
+    ) -> Json:
+        """Send a delivery to ``hook_url`` as GitHub does and record the attempt; an unreachable
+        hook or a non-2xx answer is recorded as a failure (GitHub does not retry it by itself)."""
+        data = body if body is not None else json.dumps(payload).encode()
+        redelivery = guid is not None
+        guid = guid or str(uuid4())
+        signature = hmac.new(self.hook_secret.encode(), data, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "GitHub-Hookshot/fake",
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": guid,
+            "X-Hub-Signature-256": f"sha256={signature}",
+        }
+        started = time.monotonic()
+        try:
+            if self.hook_url is None:
+                raise requests.ConnectionError("no webhook URL")
+            code = requests.post(self.hook_url, data=data, headers=headers, timeout=10).status_code
+            status = "OK" if 200 <= code < 300 else f"Invalid HTTP Response: {code}"
+        except requests.RequestException:
+            code, status = 0, "failed to connect to host"
+        parsed = payload if payload is not None else _object_or_empty(data)
+        record = {
+            "id": self.next_id(),
+            "guid": guid,
+            "delivered_at": _iso(datetime.now(UTC)),
+            "redelivery": redelivery,
+            "duration": round(time.monotonic() - started, 3),
+            "status": status,
+            "status_code": code,
+            "event": event,
+            "action": parsed.get("action"),
+            "installation_id": (parsed.get("installation") or {}).get("id"),
+            "repository_id": (parsed.get("repository") or {}).get("id"),
+            "throttled_at": None,
+            "url": self.hook_url or "",
+        }
+        with self._lock:
+            self.hook_deliveries.append((record, data))
+        return record
+
+    def attempts_of(self, guid: str) -> list[Json]:
+        with self._lock:
+            return [record for record, _ in self.hook_deliveries if record["guid"] == guid]
+
     def set_rate_limit(self, limit: int, window_s: float) -> None:
         with self._lock:
             self.rate_limit = limit
@@ -312,6 +377,8 @@ class FakeGitHub:
             ("GET", r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/installation", self._get_installation),
             ("POST", r"/app/installations/(?P<installation>\d+)/access_tokens", self._create_token),
             ("GET", r"/app/installations", self._list_installations),
+            ("GET", r"/app/hook/deliveries", self._list_hook_deliveries),
+            ("POST", r"/app/hook/deliveries/(?P<delivery>\d+)/attempts", self._redeliver),
             ("GET", issue, self._get_issue),
             ("POST", issue + "/labels", self._add_labels),
             ("DELETE", issue + r"/labels/(?P<label>[^/]+)", self._remove_label),
@@ -565,6 +632,36 @@ class FakeGitHub:
             ],
             {},
         )
+
+    def _list_hook_deliveries(self, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+        """Newest first, paged by a cursor (the last id seen) as GitHub pages this listing."""
+        per_page = min(int(query.get("per_page", ["30"])[0]), 100)
+        with self._lock:
+            records = [record for record, _ in reversed(self.hook_deliveries)]
+        if "cursor" in query:
+            records = [r for r in records if r["id"] < int(query["cursor"][0])]
+        page, rest = records[:per_page], records[per_page:]
+        headers = {}
+        if rest:
+            cursor = urlencode({"per_page": per_page, "cursor": page[-1]["id"]})
+            headers["Link"] = f'<{self.base_url}/app/hook/deliveries?{cursor}>; rel="next"'
+        return 200, page, headers
+
+    def _redeliver(
+        self, query: dict[str, list[str]], delivery: str, body: bytes = b""
+    ) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            found = [(r, data) for r, data in self.hook_deliveries if r["id"] == int(delivery)]
+        if not found:
+            return 404, {"message": "Not Found"}, {}
+        record, data = found[0]
+        threading.Thread(
+            target=self.deliver,
+            args=(record["event"],),
+            kwargs={"body": data, "guid": record["guid"]},
+            daemon=True,
+        ).start()
+        return 202, {}, {}
 
     def _create_token(
         self, query: dict[str, list[str]], installation: str, body: bytes = b""
