@@ -78,6 +78,16 @@ class GitHubGateway:
         with _refusals_are_permanent(f"the labels of {repo}#{number}"):
             issue.add_to_labels(*names)
 
+    def current_labels(self, repo: str, installation_id: int | None, number: int) -> list[str] | None:
+        """The issue's labels on GitHub now; None when the issue is gone (deleted, transferred)."""
+        issue = self._client(repo, installation_id).get_repo(repo).get_issue(number)
+        try:
+            return [label.name for label in issue.labels]  # the lazy issue is read here
+        except GithubException as exc:
+            if exc.status in (404, 410):
+                return None
+            raise
+
     def comment(self, repo: str, installation_id: int | None, number: int, body: str) -> None:
         issue = self._client(repo, installation_id).get_repo(repo).get_issue(number)
         with _refusals_are_permanent(f"a comment on {repo}#{number}"):

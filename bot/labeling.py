@@ -44,8 +44,10 @@ class Labeler:
         metrics: BotMetrics,
         *,
         dry_run: bool = False,
+        recheck_seconds: float = 60.0,
     ) -> None:
         self.dry_run = dry_run  # the whole bot's, over any repository's config
+        self.recheck_seconds = recheck_seconds
         self.store = store
         self.gateway = gateway
         self.models = models
@@ -76,9 +78,13 @@ class Labeler:
                 text = issue_text(issue.get("title") or "", issue.get("body"))
                 with self.metrics.prediction_seconds.labels(repo).time():
                     probabilities = bundle.probabilities([text])[0]
+                issue = self._as_it_is_now(repo, installation_id, issue)
             except Exception:
                 self._record_only(record_issue)  # the issue is kept even if labeling never succeeds
                 raise
+            if issue is None:
+                self._record_only(record_issue)
+                return Outcome(f"{repo}#{number} is no longer on GitHub: not labeled")
             with self.store.session() as session:
                 # A repository the store does not know yet (token mode) is created with its issue.
                 repository = get_repository(session, repo) or record_issue(session)
@@ -102,6 +108,22 @@ class Labeler:
         finally:
             self._record_only(record_issue)
         return outcome
+
+    def _as_it_is_now(self, repo: str, installation_id: int | None, issue: dict) -> dict | None:
+        """The issue as the decision should see it. A delivery that arrives late — redelivered
+        after the bot was down, or long in the queue — shows the issue as it was then: its labels
+        are read from GitHub again, since a maintainer may have labeled it meanwhile. None: the
+        issue is gone."""
+        updated = _timestamp(issue.get("updated_at"))
+        if self.gateway.clients is None or updated is None:
+            return issue
+        if (now() - updated).total_seconds() < self.recheck_seconds:
+            return issue
+        labels = self.gateway.current_labels(repo, installation_id, int(issue["number"]))
+        if labels is None:
+            return None
+        log.info("%s#%d: a late delivery; labels read again from GitHub: %s", repo, issue["number"], labels)
+        return {**issue, "labels": [{"name": name} for name in labels]}
 
     def _record_only(self, record_issue: Callable[[Session], Repository]) -> None:
         with self.store.session() as session:
@@ -190,6 +212,16 @@ class _Plan:
             dict(row.scores),
             row.bundle_version,
         )
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def _has_labels(session: Session, repo: str) -> bool:

@@ -6,6 +6,7 @@ timeout. It keeps the App's deliveries for three days and sends one again on req
 at start and then periodically, the bot lists the App's recent deliveries, and asks again for each
 one that no attempt delivered and that it has not stored, oldest first (an issue's events keep
 their order), at most ``max_attempts`` times (one refused for its content fails every time).
+Nothing is asked for while the bot's own store is unreachable: the bot would refuse it again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from github import GithubException
 from github.HookDelivery import HookDeliverySummary
 from requests import RequestException
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.github_api import GitHubGateway
 from bot.jobs import JobQueue
@@ -109,6 +111,11 @@ class Redeliverer:
         return result
 
     def _check(self, result: RedeliveryCheck) -> None:
+        try:
+            self.queue.counts()
+        except SQLAlchemyError as exc:  # a redelivery now would be refused again (503)
+            result.error = f"the store is unreachable, nothing asked for: {type(exc).__name__}"
+            return
         attempts = self.gateway.app_deliveries(since=result.at - self.window)
         result.attempts_listed = len(attempts)
         by_guid: dict[str, list[HookDeliverySummary]] = defaultdict(list)

@@ -63,7 +63,15 @@ class BotServices:
             settings.repo_config_path,
             settings.repo_config_ttl_seconds,
         )
-        labeler = Labeler(store, gateway, models, configs, metrics, dry_run=settings.dry_run)
+        labeler = Labeler(
+            store,
+            gateway,
+            models,
+            configs,
+            metrics,
+            dry_run=settings.dry_run,
+            recheck_seconds=settings.delivery_recheck_seconds,
+        )
         handlers = EventHandlers(settings, store, gateway, configs, labeler, metrics)
         queue = JobQueue(
             store,

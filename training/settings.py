@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     bundle_check_seconds: float = Field(
         default=5.0, ge=0, description="How often the server looks for a newly promoted bundle."
     )
+    delivery_recheck_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="An issue delivery this much older than the issue's last update (redelivered "
+        "after the bot was down, or queued long) has the issue's labels read from GitHub again "
+        "before the bot decides: a maintainer may have labeled it meanwhile.",
+    )
     redeliver_minutes: float = Field(
         default=10.0,
         ge=0,

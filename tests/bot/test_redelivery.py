@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
-from tests.bot.conftest import INSTALLATION, BotUnderTest
+from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
 from tests.bot.helpers import API_TOKEN, SECRET, issue_delivery, wait_for
 
 CHECK_MINUTES = 0.01  # a look at the App's deliveries every 0.6 s
+RECHECK_SECONDS = 2.0  # an issue delivery older than this has its labels read again
 
 
 @pytest.fixture
 def bot_settings() -> dict[str, Any]:
-    return {"redeliver_minutes": CHECK_MINUTES, "redeliver_max_attempts": 2}
+    return {
+        "redeliver_minutes": CHECK_MINUTES,
+        "redeliver_max_attempts": 2,
+        "delivery_recheck_seconds": RECHECK_SECONDS,
+    }
 
 
 def _redeliveries(bot: BotUnderTest, guid: str) -> int:
@@ -48,11 +55,58 @@ def test_deliveries_that_never_reached_the_bot_are_asked_for_again_until_they_do
     assert _redeliveries(bot, ok["guid"]) == 0
     assert _redeliveries(bot, lost["guid"]) >= 1 and fake.attempts_of(lost["guid"])[-1]["status"] == "OK"
     assert bot.labels_on(delivered["number"]) == ["bug", "documentation"]
+    assert not fake.requests_to(rf"/repos/{REPO}/issues/{delivered['number']}")  # on time: not read again
 
     status = bot.deliver.client.get("/status", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
     assert status["redelivery"]["given_up"] == [refused["guid"]] and status["redelivery"]["error"] is None
     metrics = bot.deliver.client.get("/metrics").text
     assert f"issue_labeler_redeliveries_total {float(_redeliveries(bot, lost['guid']) + 2)}" in metrics
+
+
+def test_a_late_delivery_sees_the_labels_a_maintainer_added_meanwhile(bot: BotUnderTest) -> None:
+    fake = bot.fake
+    fake.hook_secret = SECRET
+    issue = bot.open_issue()
+    number = issue["number"]
+    bot.services.redeliverer.stop()
+    fake.hook_url = None  # the bot down while the issue is opened and a maintainer labels it
+    opened = fake.deliver(
+        "issues", issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
+    )
+    labeled_now = fake.edit_issue(bot.repo, number, datetime.now(UTC), labels=["enhancement"])
+    labeled = fake.deliver(
+        "issues",
+        issue_delivery(
+            "labeled",
+            labeled_now,
+            bot.repository,
+            installation_id=INSTALLATION,
+            label=fake.label_json(bot.repo, "enhancement"),
+        ),
+    )
+    time.sleep(RECHECK_SECONDS + 1)  # down a while: the "opened" delivery is late when it comes
+    fake.hook_url = f"{bot.server.url}/webhook"
+    bot.services.redeliverer.start()  # back: it looks at once
+    for record in (opened, labeled):
+        wait_for(lambda r=record: bot.job_status(r["guid"]) == "done", what="the redelivered jobs")
+    assert bot.labels_on(number) == ["enhancement"]  # the bot added nothing to a maintainer's labels
+    assert not fake.requests_to(rf"/repos/{REPO}/issues/{number}/labels", "POST")
+    assert fake.requests_to(rf"/repos/{REPO}/issues/{number}")  # read again before deciding
+
+
+def test_a_late_delivery_of_an_issue_deleted_meanwhile_labels_nothing(bot: BotUnderTest) -> None:
+    bot.services.redeliverer.stop()
+    bot.fake.hook_url, bot.fake.hook_secret = None, SECRET
+    issue = bot.open_issue()
+    opened = bot.fake.deliver(
+        "issues", issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
+    )
+    del bot.repo.issues[issue["number"]]  # deleted on GitHub while the bot was down
+    time.sleep(RECHECK_SECONDS + 1)
+    bot.fake.hook_url = f"{bot.server.url}/webhook"
+    bot.services.redeliverer.start()
+    wait_for(lambda: bot.job_status(opened["guid"]) == "done", what="the redelivered job")
+    assert not bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")
 
 
 def test_a_delivery_the_bot_stored_but_answered_too_late_is_not_asked_for_again(bot: BotUnderTest) -> None:
@@ -74,3 +128,31 @@ def test_github_refusing_the_listing_is_reported_not_raised(bot: BotUnderTest) -
     checked = bot.services.redeliverer.check()
     assert checked.error is not None and "401" in checked.error
     assert checked.requested == []
+
+
+def test_nothing_is_asked_for_while_the_store_is_down_and_all_of_it_once_it_is_back(
+    bot: BotUnderTest,
+) -> None:
+    def down(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if "webhook_jobs" in statement.lower():
+            raise conn.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+    bot.services.redeliverer.stop()
+    bot.fake.hook_url, bot.fake.hook_secret = f"{bot.server.url}/webhook", SECRET
+    issue = bot.open_issue()
+    engine = bot.services.store.engine
+    event.listen(engine, "before_cursor_execute", down)
+    try:
+        refused = bot.fake.deliver(
+            "issues", issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
+        )
+        assert refused["status_code"] == 503
+        while_down = bot.services.redeliverer.check()
+    finally:
+        event.remove(engine, "before_cursor_execute", down)
+    assert while_down.requested == [] and "store is unreachable" in str(while_down.error)
+    assert _redeliveries(bot, refused["guid"]) == 0  # no attempt spent on a bot that would refuse it
+    back = bot.services.redeliverer.check()
+    assert back.requested == [refused["guid"]]
+    wait_for(lambda: bot.job_status(refused["guid"]) == "done", what="the redelivered job")
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
