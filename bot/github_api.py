@@ -117,14 +117,16 @@ class GitHubGateway:
             return None  # a folder of that name
         return content.decoded_content.decode("utf-8", errors="replace")
 
-    def app_deliveries(self, since: datetime) -> list[HookDeliverySummary]:
-        """The App's webhook deliveries back to ``since``, newest first (GitHub lists each
-        attempt, redeliveries included, and keeps them three days)."""
+    def failed_app_deliveries(self, since: datetime) -> list[HookDeliverySummary]:
+        """The App's failed webhook delivery attempts back to ``since``, newest first. GitHub lists
+        each attempt, redeliveries included, for three days; a server that does not know the
+        ``status`` filter lists every attempt, successful ones too."""
         app = self.clients.app if self.clients is not None else None
         if app is None:
             raise GitHubAuthError("webhook deliveries are listed for a GitHub App only")
         found = []
-        listing = PaginatedList(HookDeliverySummary, app.requester, "/app/hook/deliveries", {"per_page": 100})
+        query = {"per_page": 100, "status": "failure"}
+        listing = PaginatedList(HookDeliverySummary, app.requester, "/app/hook/deliveries", query)
         for delivery in listing:
             if delivery.delivered_at < since:
                 break

@@ -3,10 +3,14 @@
 GitHub does not retry a webhook delivery that failed — the bot down or restarting, the store
 unreachable (the bot then answers 503 rather than acknowledge what it could not keep), a
 timeout. It keeps the App's deliveries for three days and sends one again on request. So, once
-at start and then periodically, the bot lists the App's recent deliveries, and asks again for each
-one that no attempt delivered and that it has not stored, oldest first (an issue's events keep
-their order), at most ``max_attempts`` times (one refused for its content fails every time).
-Nothing is asked for while the bot's own store is unreachable: the bot would refuse it again.
+at start and then periodically, the bot lists the App's failed delivery attempts and asks again
+for each delivery it has not stored, oldest first (an issue's events keep their order), at most
+``max_attempts`` times (one refused for its content fails every time). Nothing is asked for while
+the bot's own store is unreachable: the bot would refuse it again.
+
+The first look goes back over the whole window (the bot may have been down); later ones only as
+far as the previous look, or the oldest delivery still being asked for, so that a busy App's
+listing stays short.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from training.github_client import GitHubAuthError
 from training.store.upserts import now
 
 log = logging.getLogger(__name__)
+
+LISTING_LAG = timedelta(minutes=5)  # an attempt is listed once it ends: GitHub waits 10 s at most
 
 
 @dataclass
@@ -75,7 +81,8 @@ class Redeliverer:
         self.max_attempts = max_attempts
         self.clock = clock
         self.last: RedeliveryCheck | None = None
-        self._reported: set[str] = set()
+        self._look_back_to: datetime | None = None  # None: the whole window
+        self._given_up: set[str] = set()
         self._scheduler: BackgroundScheduler | None = None
 
     def start(self) -> None:
@@ -116,33 +123,37 @@ class Redeliverer:
         except SQLAlchemyError as exc:  # a redelivery now would be refused again (503)
             result.error = f"the store is unreachable, nothing asked for: {type(exc).__name__}"
             return
-        attempts = self.gateway.app_deliveries(since=result.at - self.window)
+        since = result.at - self.window
+        if self._look_back_to is not None:
+            since = max(since, self._look_back_to)
+        attempts = self.gateway.failed_app_deliveries(since=since)
         result.attempts_listed = len(attempts)
         by_guid: dict[str, list[HookDeliverySummary]] = defaultdict(list)
         for attempt in attempts:
             by_guid[attempt.guid].append(attempt)
+        # A successful attempt, where GitHub lists those too, settles a delivery; so does the
+        # store holding it (a redelivery that reached the bot, or an answer too late for GitHub).
         undelivered = {
             guid: tries for guid, tries in by_guid.items() if not any(t.status == "OK" for t in tries)
         }
         result.undelivered = len(undelivered)
-        stored = self.queue.known(list(undelivered))  # accepted, but answered too late for GitHub
+        stored = self.queue.known(list(undelivered))
         for guid, tries in sorted(undelivered.items(), key=lambda item: min(t.id for t in item[1])):
             if guid in stored:
                 continue
-            if sum(t.redelivery for t in tries) >= self.max_attempts:
+            latest = max(tries, key=lambda t: t.id)
+            if guid in self._given_up or sum(t.redelivery for t in tries) >= self.max_attempts:
                 result.given_up.append(guid)
-                if guid not in self._reported:
-                    self._reported.add(guid)
-                    last = max(tries, key=lambda t: t.id)
+                if guid not in self._given_up:
+                    self._given_up.add(guid)
                     log.error(
                         "delivery %s (%s) failed %d times (last: %s); not asked for again",
                         guid,
-                        _name(last),
+                        _name(latest),
                         len(tries),
-                        last.status,
+                        latest.status,
                     )
                 continue
-            latest = max(tries, key=lambda t: t.id)
             self.gateway.redeliver(latest.id)
             result.requested.append(guid)
             self.metrics.redeliveries.inc()
@@ -152,6 +163,10 @@ class Redeliverer:
                 _name(latest),
                 latest.status,
             )
+        # Next time back to this look (less a margin for attempts GitHub lists late), or to the
+        # first attempt of a delivery asked for now: its redelivery is still to come.
+        firsts = [min(t.delivered_at for t in undelivered[guid]) for guid in result.requested]
+        self._look_back_to = min([result.at - LISTING_LAG, *firsts])
 
 
 def _name(delivery: HookDeliverySummary) -> str:

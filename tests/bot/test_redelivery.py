@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
+from bot.metrics import BotMetrics
+from bot.redelivery import Redeliverer
 from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
 from tests.bot.helpers import API_TOKEN, SECRET, issue_delivery, wait_for
+from training.store.upserts import now
 
 CHECK_MINUTES = 0.01  # a look at the App's deliveries every 0.6 s
 RECHECK_SECONDS = 2.0  # an issue delivery older than this has its labels read again
@@ -156,3 +159,33 @@ def test_nothing_is_asked_for_while_the_store_is_down_and_all_of_it_once_it_is_b
     assert back.requested == [refused["guid"]]
     wait_for(lambda: bot.job_status(refused["guid"]) == "done", what="the redelivered job")
     assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
+def test_a_later_look_goes_back_only_as_far_as_the_previous_one(bot: BotUnderTest) -> None:
+    """A busy App has many deliveries a day: each look after the first lists only what is new."""
+    bot.services.redeliverer.stop()
+    bot.fake.hook_url = None
+    failed = [bot.fake.deliver("issues", body=b"{}") for _ in range(3)]
+    clock = [now()]
+    redeliverer = Redeliverer(
+        bot.services.gateway,
+        bot.services.queue,
+        BotMetrics(),
+        interval_minutes=10,
+        window_hours=24,
+        max_attempts=1,
+        clock=lambda: clock[0],
+    )
+    first = redeliverer.check()
+    assert first.attempts_listed == 3 and sorted(first.requested) == sorted(r["guid"] for r in failed)
+    wait_for(lambda: len(bot.fake.hook_deliveries) == 6, what="the redeliveries (failing again)")
+
+    clock[0] = now() + timedelta(hours=1)
+    second = redeliverer.check()  # back to the first look, where the redelivered ones began
+    assert second.attempts_listed == 6 and sorted(second.given_up) == sorted(first.requested)
+    clock[0] = now() + timedelta(hours=2)
+    listings = len(bot.fake.requests_to(r"/app/hook/deliveries"))
+    third = redeliverer.check()  # nothing asked for since: only the last hour is looked at
+    assert third.attempts_listed == 0 and third.requested == [] and third.error is None
+    assert len(bot.fake.requests_to(r"/app/hook/deliveries")) == listings + 1
+    assert all(q.query["status"] == ["failure"] for q in bot.fake.requests_to(r"/app/hook/deliveries"))

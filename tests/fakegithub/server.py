@@ -638,12 +638,15 @@ class FakeGitHub:
         per_page = min(int(query.get("per_page", ["30"])[0]), 100)
         with self._lock:
             records = [record for record, _ in reversed(self.hook_deliveries)]
+        if "status" in query:  # success or failure
+            wanted = query["status"][0] == "success"
+            records = [r for r in records if (r["status"] == "OK") == wanted]
         if "cursor" in query:
             records = [r for r in records if r["id"] < int(query["cursor"][0])]
         page, rest = records[:per_page], records[per_page:]
         headers = {}
         if rest:
-            cursor = urlencode({"per_page": per_page, "cursor": page[-1]["id"]})
+            cursor = urlencode({**{k: v[0] for k, v in query.items()}, "cursor": page[-1]["id"]})
             headers["Link"] = f'<{self.base_url}/app/hook/deliveries?{cursor}>; rel="next"'
         return 200, page, headers
 
