@@ -13,6 +13,7 @@ from bot.metrics import BotMetrics
 from bot.redelivery import Redeliverer
 from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
 from tests.bot.helpers import API_TOKEN, SECRET, issue_delivery, wait_for
+from tests.fakegithub.server import Fault
 from training.store.upserts import now
 
 CHECK_MINUTES = 0.01  # a look at the App's deliveries every 0.6 s
@@ -95,6 +96,19 @@ def test_a_late_delivery_sees_the_labels_a_maintainer_added_meanwhile(bot: BotUn
     assert bot.labels_on(number) == ["enhancement"]  # the bot added nothing to a maintainer's labels
     assert not fake.requests_to(rf"/repos/{REPO}/issues/{number}/labels", "POST")
     assert fake.requests_to(rf"/repos/{REPO}/issues/{number}")  # read again before deciding
+
+
+def test_a_late_delivery_whose_recheck_fails_is_retried_and_its_issue_kept(bot: BotUnderTest) -> None:
+    issue = bot.open_issue()
+    payload = issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
+    time.sleep(RECHECK_SECONDS + 1)  # it arrives late (queued, or redelivered)
+    path = rf"/repos/{REPO}/issues/{issue['number']}"
+    bot.fake.faults.append(Fault(path=path, status=502, times=1))
+    bot.deliver.send("issues", payload, delivery_id="late-1")
+    wait_for(lambda: bot.job_status("late-1") == "done", what="the retried job")
+    assert [r.status for r in bot.fake.requests_to(path)] == [502, 200]
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    assert bot.stored_title(issue["number"]) == issue["title"]
 
 
 def test_a_late_delivery_of_an_issue_deleted_meanwhile_labels_nothing(bot: BotUnderTest) -> None:

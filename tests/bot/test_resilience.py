@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -122,6 +123,37 @@ def test_promoted_bundle_is_hot_swapped(
         assert running.labels_on(issue["number"]) == ["question"]
         metrics = running.deliver.client.get("/metrics").text
         assert f'issue_labeler_model_info{{repository="{REPO}",version="{new}"}} 1.0' in metrics
+    finally:
+        running.deliver.close()
+        running.server.stop()
+
+
+def test_a_corrupted_bundle_put_in_service_is_refused_and_the_previous_one_keeps_labeling(
+    fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    registry_root = tmp_path / "registry"
+    shutil.copytree(bundle_registry, registry_root, symlinks=True)
+    running = start_bot(fake_github, app_keys, registry_root, database_url, real_issues)
+    try:
+        registry = Registry(registry_root)
+        serving = running.services.models.versions()[REPO]
+        broken = "29990101-000000"  # a copy damaged on disk, then switched to by hand
+        shutil.copytree(registry.repo_dir(REPO) / serving, registry.repo_dir(REPO) / broken)
+        (registry.repo_dir(REPO) / broken / "model.onnx").write_bytes(b"not an onnx graph")
+        link = registry.repo_dir(REPO) / ".current.test"
+        link.symlink_to(broken)
+        os.replace(link, registry.repo_dir(REPO) / "current")
+
+        issue = running.open_issue()
+        running.send_issue("opened", issue, delivery_id="corrupt-1")
+        wait_for(lambda: running.job_status("corrupt-1") == "done", what="the job")
+        assert running.labels_on(issue["number"]) == ["bug", "documentation"]  # the previous bundle
+        assert running.services.models.versions()[REPO] == serving
+        status = running.deliver.client.get(
+            "/status", headers={"Authorization": f"Bearer {API_TOKEN}"}
+        ).json()
+        error = status["repositories"][REPO]["bundle_error"]
+        assert status["repositories"][REPO]["bundle"] == serving and error and "model.onnx" in error
     finally:
         running.deliver.close()
         running.server.stop()
