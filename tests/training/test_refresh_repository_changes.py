@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings
 from tests.fakegithub.seed import seed_from_jsonl
-from tests.fakegithub.server import FakeGitHub
+from tests.fakegithub.server import FakeGitHub, Fault
 from tests.training.test_refresh import REPO, TINY, _refresh, slice_path, small_settings  # noqa: F401
 from training import refresh
+from training.fetch import FetchError
 from training.refresh import RefreshError, recorded_refresh
 from training.refresh_runs import RefreshRuns
 from training.registry import Registry
@@ -184,13 +185,16 @@ def test_the_next_refresh_removes_what_a_killed_one_left(
     assert not left.exists() and not list(registry.repo_dir(REPO).glob(".work-*"))
 
 
+@pytest.mark.parametrize("github_down_first", [False, True], ids=["github-up", "github-down-at-first"])
 def test_a_refresh_by_the_new_name_after_a_rename_continues_the_repositorys_history(
     tmp_path: Path,
     fake_github: FakeGitHub,
     slice_path: Path,  # noqa: F811
+    github_down_first: bool,
 ) -> None:
     """Renamed on GitHub while no bot ran: ``training.refresh --repo NEW`` finds the stored history
-    and the registry folder by the repository's GitHub id instead of starting a second repository."""
+    and the registry folder by the repository's GitHub id instead of starting a second repository;
+    also when a first try under the new name could not reach GitHub and left an empty row."""
     served = seed_from_jsonl(fake_github, slice_path, REPO)
     settings = make_settings(
         database_url=f"sqlite:///{tmp_path / 'store.db'}",
@@ -205,6 +209,12 @@ def test_a_refresh_by_the_new_name_after_a_rename_continues_the_repositorys_hist
     try:
         first = recorded_refresh(settings, store, REPO, config, registry=registry)
         fake_github.rename_repo(served, NEW_NAME)
+        if github_down_first:
+            fake_github.faults.append(Fault(path=rf"/repos/{NEW_NAME}", status=502, times=100))
+            with pytest.raises(FetchError):
+                recorded_refresh(settings, store, NEW_NAME, config, registry=registry)
+            assert [r["status"] for r in RefreshRuns(store, lock_hours=1).history(NEW_NAME)] == ["failed"]
+            fake_github.faults.clear()
         second = recorded_refresh(settings, store, NEW_NAME, config, registry=registry, force=True)
 
         assert second.metrics["adaptation"]["started_from"] == "previous adapted encoder"
