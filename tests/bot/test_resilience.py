@@ -6,6 +6,8 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +102,27 @@ def test_a_delivery_the_store_cannot_take_is_refused_503_and_can_be_redelivered(
     assert len(bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")) == 1
 
 
-def test_promoted_bundle_is_hot_swapped(
+@contextmanager
+def _bot_on_a_registry_copy(
     fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> Iterator[tuple[BotUnderTest, Path]]:  # type: ignore[no-untyped-def]
+    """A bot serving a copy of the test registry, which the test may change under it."""
     registry = tmp_path / "registry"
     shutil.copytree(bundle_registry, registry, symlinks=True)
     running = start_bot(fake_github, app_keys, registry, database_url, real_issues)
     try:
+        yield running, registry
+    finally:
+        running.deliver.close()
+        running.server.stop()
+
+
+def test_promoted_bundle_is_hot_swapped(
+    fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    with _bot_on_a_registry_copy(
+        fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path
+    ) as (running, registry):
         first = running.services.models.versions()[REPO]
         new = build_bundle(
             registry,
@@ -123,18 +139,14 @@ def test_promoted_bundle_is_hot_swapped(
         assert running.labels_on(issue["number"]) == ["question"]
         metrics = running.deliver.client.get("/metrics").text
         assert f'issue_labeler_model_info{{repository="{REPO}",version="{new}"}} 1.0' in metrics
-    finally:
-        running.deliver.close()
-        running.server.stop()
 
 
 def test_a_corrupted_bundle_put_in_service_is_refused_and_the_previous_one_keeps_labeling(
     fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    registry_root = tmp_path / "registry"
-    shutil.copytree(bundle_registry, registry_root, symlinks=True)
-    running = start_bot(fake_github, app_keys, registry_root, database_url, real_issues)
-    try:
+    with _bot_on_a_registry_copy(
+        fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path
+    ) as (running, registry_root):
         registry = Registry(registry_root)
         serving = running.services.models.versions()[REPO]
         broken = "29990101-000000"  # a copy damaged on disk, then switched to by hand
@@ -154,9 +166,6 @@ def test_a_corrupted_bundle_put_in_service_is_refused_and_the_previous_one_keeps
         ).json()
         error = status["repositories"][REPO]["bundle_error"]
         assert status["repositories"][REPO]["bundle"] == serving and error and "model.onnx" in error
-    finally:
-        running.deliver.close()
-        running.server.stop()
 
 
 def test_predictions_wait_for_the_shared_run_lock(bundle_registry: Path) -> None:
