@@ -404,7 +404,7 @@ def _fetch_repos(store: Store, repos: list[str], settings: Settings, *, reconcil
                 failed.append(full_name)
                 continue
             if report.renamed_from:
-                _move_models(settings, report.renamed_from, full_name)
+                models_follow_rename(Registry(settings.registry_dir), report.renamed_from, full_name)
             log.info(
                 "%s: %s (%d labels; cursor now %s)%s",
                 full_name,
@@ -420,11 +420,10 @@ def _fetch_repos(store: Store, repos: list[str], settings: Settings, *, reconcil
     return 1 if failed else 0
 
 
-def _move_models(settings: Settings, old: str, new: str) -> None:
-    """The bundles and adapted encoder follow a rename the fetch found, as the bot's would."""
-    moved = Registry(settings.registry_dir).rename_repo(old, new)
-    what = "stored issues and models" if moved else "stored issues"
-    log.warning("%s is %s on GitHub now: its %s follow it", old, new, what)
+def models_follow_rename(registry: Registry, old: str, new: str) -> None:
+    """The bundles and adapted encoder follow a rename the store followed, as the bot's would."""
+    if registry.rename_repo(old, new):
+        log.warning("%s is %s on GitHub now: its models follow it", old, new)
 
 
 if __name__ == "__main__":

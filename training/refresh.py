@@ -33,7 +33,7 @@ from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
 from training.distill import distill_dataset
 from training.export import export_onnx, quantize_int8
-from training.fetch import FetchError, fetch_repository, follow_github_rename
+from training.fetch import FetchError, fetch_repository, follow_github_rename, models_follow_rename
 from training.finetune import finetune, predict_probabilities
 from training.github_client import GitHubAuthError, GitHubClients
 from training.jsonl_import import import_jsonl
@@ -218,11 +218,8 @@ def run_refresh(
                 settings=settings,
                 reconcile=settings.fetch_reconcile,
             )
-            if fetched.renamed_from:  # renamed on GitHub while no bot ran: the models follow
-                log.warning(
-                    "%s is %s on GitHub now: its history and models follow", fetched.renamed_from, repo
-                )
-                registry.rename_repo(fetched.renamed_from, repo)
+            if fetched.renamed_from:  # renamed on GitHub while no bot ran
+                models_follow_rename(registry, fetched.renamed_from, repo)
         with store.session() as session:
             dataset = build_dataset(
                 session, [repo], DatasetConfig.from_settings(settings), persist_splits=True
@@ -490,8 +487,7 @@ def _follow_rename_first(
         log.warning("%s: could not ask GitHub whether it was renamed (%s)", repo, exc)
         return clients
     if old is not None:
-        log.warning("%s is %s on GitHub now: its history and models follow", old, repo)
-        registry.rename_repo(old, repo)
+        models_follow_rename(registry, old, repo)
     return clients
 
 

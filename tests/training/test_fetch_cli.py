@@ -67,7 +67,7 @@ def test_fetch_cli_under_a_new_name_moves_the_stored_history_and_the_models(
         fake.rename_repo(served, "rails/rails-renamed")
         renamed = _run(env, tmp_path, "--repo", "rails/rails-renamed")
         assert renamed.returncode == 0, renamed.stderr
-        assert "rails/rails is rails/rails-renamed on GitHub now" in renamed.stderr
+        assert "rails/rails is rails/rails-renamed on GitHub now: its models follow it" in renamed.stderr
         assert "fetched issues: 0 new, 0 updated" in renamed.stderr.strip().splitlines()[-1]
         assert (tmp_path / "models" / "rails__rails-renamed" / bundle.name).is_dir()
         assert not (tmp_path / "models" / "rails__rails").exists()
