@@ -27,6 +27,7 @@ from bot.repo_config import RepoConfig, RepoConfigCache
 from bot.served_models import ServedModels
 from training.bundle import Bundle
 from training.dataset import issue_text
+from training.records import RecordError, parse_datetime
 from training.store import Store
 from training.store.models import Label, Prediction, Repository, TemplateLabel
 from training.store.upserts import get_repository, now
@@ -215,13 +216,10 @@ class _Plan:
 
 
 def _timestamp(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parse_datetime(value, "issue.updated_at")
+    except RecordError:  # the labeling goes on with the delivery's issue as it is
         return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _has_labels(session: Session, repo: str) -> bool:
