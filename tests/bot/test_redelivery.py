@@ -29,23 +29,32 @@ def bot_settings() -> dict[str, Any]:
     }
 
 
+@pytest.fixture(autouse=True)
+def _webhook_to_the_bot(bot: BotUnderTest) -> None:
+    """The fake GitHub delivers the App's webhook to this bot, signed with its secret."""
+    bot.fake.hook_url, bot.fake.hook_secret = _hook(bot), SECRET
+
+
+def _hook(bot: BotUnderTest) -> str:
+    return f"{bot.server.url}/webhook"
+
+
+def _opened(bot: BotUnderTest, issue: dict[str, Any]) -> dict[str, Any]:
+    return issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
+
+
 def _redeliveries(bot: BotUnderTest, guid: str) -> int:
     return sum(attempt["redelivery"] for attempt in bot.fake.attempts_of(guid))
 
 
 def test_deliveries_that_never_reached_the_bot_are_asked_for_again_until_they_do(bot: BotUnderTest) -> None:
     fake = bot.fake
-    fake.hook_secret = SECRET
     missed, delivered = bot.open_issue(), bot.open_issue()
 
     fake.hook_url = None  # the bot down: GitHub cannot connect and does not try again by itself
-    lost = fake.deliver(
-        "issues", issue_delivery("opened", missed, bot.repository, installation_id=INSTALLATION)
-    )
-    fake.hook_url = f"{bot.server.url}/webhook"
-    ok = fake.deliver(
-        "issues", issue_delivery("opened", delivered, bot.repository, installation_id=INSTALLATION)
-    )
+    lost = fake.deliver("issues", _opened(bot, missed))
+    fake.hook_url = _hook(bot)
+    ok = fake.deliver("issues", _opened(bot, delivered))
     refused = fake.deliver("issues", body=b"{not json")  # answered 400 however often it comes
     assert (lost["status_code"], ok["status"], refused["status_code"]) == (0, "OK", 400)
 
@@ -69,14 +78,11 @@ def test_deliveries_that_never_reached_the_bot_are_asked_for_again_until_they_do
 
 def test_a_late_delivery_sees_the_labels_a_maintainer_added_meanwhile(bot: BotUnderTest) -> None:
     fake = bot.fake
-    fake.hook_secret = SECRET
     issue = bot.open_issue()
     number = issue["number"]
     bot.services.redeliverer.stop()
     fake.hook_url = None  # the bot down while the issue is opened and a maintainer labels it
-    opened = fake.deliver(
-        "issues", issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
-    )
+    opened = fake.deliver("issues", _opened(bot, issue))
     labeled_now = fake.edit_issue(bot.repo, number, datetime.now(UTC), labels=["enhancement"])
     labeled = fake.deliver(
         "issues",
@@ -89,7 +95,7 @@ def test_a_late_delivery_sees_the_labels_a_maintainer_added_meanwhile(bot: BotUn
         ),
     )
     time.sleep(RECHECK_SECONDS + 1)  # down a while: the "opened" delivery is late when it comes
-    fake.hook_url = f"{bot.server.url}/webhook"
+    fake.hook_url = _hook(bot)
     bot.services.redeliverer.start()  # back: it looks at once
     for record in (opened, labeled):
         wait_for(lambda r=record: bot.job_status(r["guid"]) == "done", what="the redelivered jobs")
@@ -100,7 +106,7 @@ def test_a_late_delivery_sees_the_labels_a_maintainer_added_meanwhile(bot: BotUn
 
 def test_a_late_delivery_whose_recheck_fails_is_retried_and_its_issue_kept(bot: BotUnderTest) -> None:
     issue = bot.open_issue()
-    payload = issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
+    payload = _opened(bot, issue)
     time.sleep(RECHECK_SECONDS + 1)  # it arrives late (queued, or redelivered)
     path = rf"/repos/{REPO}/issues/{issue['number']}"
     bot.fake.faults.append(Fault(path=path, status=502, times=1))
@@ -113,14 +119,12 @@ def test_a_late_delivery_whose_recheck_fails_is_retried_and_its_issue_kept(bot: 
 
 def test_a_late_delivery_of_an_issue_deleted_meanwhile_labels_nothing(bot: BotUnderTest) -> None:
     bot.services.redeliverer.stop()
-    bot.fake.hook_url, bot.fake.hook_secret = None, SECRET
+    bot.fake.hook_url = None
     issue = bot.open_issue()
-    opened = bot.fake.deliver(
-        "issues", issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
-    )
+    opened = bot.fake.deliver("issues", _opened(bot, issue))
     del bot.repo.issues[issue["number"]]  # deleted on GitHub while the bot was down
     time.sleep(RECHECK_SECONDS + 1)
-    bot.fake.hook_url = f"{bot.server.url}/webhook"
+    bot.fake.hook_url = _hook(bot)
     bot.services.redeliverer.start()
     wait_for(lambda: bot.job_status(opened["guid"]) == "done", what="the redelivered job")
     assert not bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")
@@ -129,9 +133,7 @@ def test_a_late_delivery_of_an_issue_deleted_meanwhile_labels_nothing(bot: BotUn
 def test_a_delivery_the_bot_stored_but_answered_too_late_is_not_asked_for_again(bot: BotUnderTest) -> None:
     """GitHub waits 10 s for an answer; a delivery stored by then runs, whatever GitHub recorded."""
     issue = bot.open_issue()
-    payload = issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
-    bot.fake.hook_url = f"{bot.server.url}/webhook"
-    bot.fake.hook_secret = SECRET
+    payload = _opened(bot, issue)
     record = bot.fake.deliver("issues", payload)
     wait_for(lambda: bot.job_status(record["guid"]) == "done", what="the job")
     record["status"], record["status_code"] = "timed out", 0  # as GitHub would show a late answer
@@ -155,14 +157,11 @@ def test_nothing_is_asked_for_while_the_store_is_down_and_all_of_it_once_it_is_b
             raise conn.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
 
     bot.services.redeliverer.stop()
-    bot.fake.hook_url, bot.fake.hook_secret = f"{bot.server.url}/webhook", SECRET
     issue = bot.open_issue()
     engine = bot.services.store.engine
     event.listen(engine, "before_cursor_execute", down)
     try:
-        refused = bot.fake.deliver(
-            "issues", issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
-        )
+        refused = bot.fake.deliver("issues", _opened(bot, issue))
         assert refused["status_code"] == 503
         while_down = bot.services.redeliverer.check()
     finally:
