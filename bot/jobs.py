@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, bindparam, exists, func, or_, select, update
+from sqlalchemy import Select, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from training.store import Store
-from training.store.models import WebhookJob
+from training.store.models import RedeliveryRequest, WebhookJob
 from training.store.upserts import now
 
 PENDING, RUNNING, DONE, IGNORED, FAILED = "pending", "running", "done", "ignored", "failed"
@@ -206,6 +206,31 @@ class JobQueue:
                 select(WebhookJob.delivery_id).where(WebhookJob.delivery_id.in_(delivery_ids))
             )
             return set(rows)
+
+    def claim_redelivery(self, delivery_id: str, at: datetime, hold: timedelta) -> bool:
+        """Whether the caller may ask GitHub for this delivery again now: True, and recorded as
+        asked at ``at``, unless someone sharing the store (another replica) asked after ``at - hold``.
+        The conditional UPDATE or the primary key lets only one of two callers through."""
+        with self.store.session() as session:
+            renewed = session.execute(
+                update(RedeliveryRequest)
+                .where(RedeliveryRequest.delivery_id == delivery_id)
+                .where(RedeliveryRequest.requested_at <= at - hold)
+                .values(requested_at=at)
+            ).rowcount
+        if renewed:
+            return True
+        try:
+            with self.store.session() as session:
+                session.add(RedeliveryRequest(delivery_id=delivery_id, requested_at=at))
+        except IntegrityError:
+            return False
+        return True
+
+    def forget_redeliveries(self, before: datetime) -> None:
+        """Drop the records of requests made before ``before``: no look goes back that far."""
+        with self.store.session() as session:
+            session.execute(delete(RedeliveryRequest).where(RedeliveryRequest.requested_at < before))
 
     def status_of(self, delivery_id: str) -> str | None:
         with self.store.session() as session:

@@ -6,7 +6,9 @@ timeout. It keeps the App's deliveries for three days and sends one again on req
 at start and then periodically, the bot lists the App's failed delivery attempts and asks again
 for each delivery it has not stored, oldest first (an issue's events keep their order), at most
 ``max_attempts`` times (one refused for its content fails every time). Nothing is asked for while
-the bot's own store is unreachable: the bot would refuse it again.
+the bot's own store is unreachable: the bot would refuse it again. Each request is recorded in the
+store, so that of several replicas only one asks for a delivery per interval: every request
+spends one of its attempts.
 
 The first look goes back over the whole window (the bot may have been down); later ones only as
 far as the previous look, or the oldest delivery still being asked for, so that a busy App's
@@ -48,6 +50,7 @@ class RedeliveryCheck:
     undelivered: int = 0  # deliveries no attempt delivered
     requested: list[str] = field(default_factory=list)  # their GUIDs, asked for again now
     given_up: list[str] = field(default_factory=list)  # asked for max_attempts times already
+    asked_already: list[str] = field(default_factory=list)  # by another replica, within an interval
     error: str | None = None
 
     def summary(self) -> dict[str, object]:
@@ -57,6 +60,7 @@ class RedeliveryCheck:
             "undelivered": self.undelivered,
             "requested": self.requested,
             "given_up": self.given_up,
+            "asked_already": self.asked_already,
             "error": self.error,
         }
 
@@ -78,6 +82,8 @@ class Redeliverer:
         self.metrics = metrics
         self.interval_minutes = interval_minutes
         self.window = timedelta(hours=window_hours)
+        # Replicas sharing the store look on their own schedules; one asks per interval between them.
+        self.hold = timedelta(minutes=interval_minutes)
         self.max_attempts = max_attempts
         self.clock = clock
         self.last: RedeliveryCheck | None = None
@@ -154,6 +160,9 @@ class Redeliverer:
                         latest.status,
                     )
                 continue
+            if not self.queue.claim_redelivery(guid, result.at, self.hold):
+                result.asked_already.append(guid)
+                continue
             self.gateway.redeliver(latest.id)
             result.requested.append(guid)
             self.metrics.redeliveries.inc()
@@ -165,8 +174,11 @@ class Redeliverer:
             )
         # Next time back to this look (less a margin for attempts GitHub lists late), or to the
         # first attempt of a delivery asked for now: its redelivery is still to come.
-        firsts = [min(t.delivered_at for t in undelivered[guid]) for guid in result.requested]
+        firsts = [
+            min(t.delivered_at for t in undelivered[guid]) for guid in result.requested + result.asked_already
+        ]
         self._look_back_to = min([result.at - LISTING_LAG, *firsts])
+        self.queue.forget_redeliveries(before=result.at - max(self.window, self.hold))
 
 
 def _name(delivery: HookDeliverySummary) -> str:

@@ -60,6 +60,8 @@ class MaskedOnlyTrainer(Trainer):
         anchor: PreTrainedModel | None = None,
         keep_features: float = 0.0,
         keep_geometry: float = 0.0,
+        contrastive: float = 0.0,
+        temperature: float = 0.05,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -67,6 +69,8 @@ class MaskedOnlyTrainer(Trainer):
         self.anchor = anchor
         self.keep_features = keep_features
         self.keep_geometry = keep_geometry
+        self.contrastive = contrastive
+        self.temperature = temperature
 
     def compute_loss(
         self,
@@ -99,6 +103,12 @@ class MaskedOnlyTrainer(Trainer):
                     loss = loss + self.keep_features * _feature_drift(target, hidden, real & ~masked)
                 if self.keep_geometry > 0:
                     loss = loss + self.keep_geometry * _geometry_drift(target, hidden, real)
+            if self.contrastive > 0 and not self.frozen_encoder:
+                unmasked = {**inputs, "input_ids": torch.where(masked, labels, inputs["input_ids"])}
+                with torch.no_grad():
+                    view = encoder(**unmasked).last_hidden_state
+                real = inputs["attention_mask"].bool()
+                loss = loss + self.contrastive * _contrastive(hidden, view, real, self.temperature)
         return loss
 
 
@@ -126,6 +136,28 @@ def _geometry_drift(target: torch.Tensor, hidden: torch.Tensor, real: torch.Tens
     ):
         drift = drift + torch.nn.functional.mse_loss(_pairwise_cosines(pooled), _pairwise_cosines(anchored))
     return drift / 2
+
+
+def _contrastive(
+    hidden: torch.Tensor, view: torch.Tensor, real: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """InfoNCE with the other texts of the batch as negatives: each masked text's pooled state
+    ([CLS] and mean of tokens, averaged) must be nearer its own unmasked view (the same encoder,
+    its own dropout, no gradient) than any other text's. MLM alone pulls every issue's features
+    together; this keeps them apart where the texts differ, without holding them to the base's."""
+    if hidden.shape[0] < 2:
+        return hidden.new_zeros(())
+    weights = real.unsqueeze(-1).to(hidden.dtype)
+    targets = torch.arange(hidden.shape[0], device=hidden.device)
+    loss = hidden.new_zeros((), dtype=torch.float32)
+    for pooled, viewed in (
+        (hidden[:, 0], view[:, 0]),
+        ((hidden * weights).sum(1) / weights.sum(1), (view * weights).sum(1) / weights.sum(1)),
+    ):
+        query = torch.nn.functional.normalize(pooled.float(), dim=-1)
+        key = torch.nn.functional.normalize(viewed.float(), dim=-1)
+        loss = loss + torch.nn.functional.cross_entropy(query @ key.T / temperature, targets)
+    return loss / 2
 
 
 def _pairwise_cosines(features: torch.Tensor) -> torch.Tensor:
@@ -181,6 +213,8 @@ def _train(
         anchor=anchor,
         keep_features=config.mlm_keep_features,
         keep_geometry=config.mlm_keep_geometry,
+        contrastive=config.mlm_contrastive,
+        temperature=config.mlm_contrastive_temperature,
     )
     trainer.train()
     trained_model(trainer)  # the same model object, its forward back to fp32

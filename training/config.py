@@ -60,6 +60,13 @@ class TrainingConfig(BaseModel):
         description="weight of a term that keeps the cosines between the texts of a batch (their [CLS] and "
         "mean token states) where the base model has them, letting the features themselves move",
     )
+    mlm_contrastive: float = Field(
+        default=0.0,
+        ge=0,
+        description="weight of a contrastive term (InfoNCE over the batch) that keeps each masked text's "
+        "[CLS] and mean token states closest to its own unmasked text's: issues stay told apart",
+    )
+    mlm_contrastive_temperature: float = Field(default=0.05, gt=0, description="of the contrastive term")
     mlm_freeze_word_embeddings: bool = Field(
         default=True,
         description="keep the vocabulary's embeddings while adapting: tied to the MLM output layer, every "

@@ -202,3 +202,35 @@ def test_a_later_look_goes_back_only_as_far_as_the_previous_one(bot: BotUnderTes
     assert third.attempts_listed == 0 and third.requested == [] and third.error is None
     assert len(bot.fake.requests_to(r"/app/hook/deliveries")) == listings + 1
     assert all(q.query["status"] == ["failure"] for q in bot.fake.requests_to(r"/app/hook/deliveries"))
+
+
+def test_replicas_sharing_the_store_ask_for_a_missed_delivery_once_per_interval(bot: BotUnderTest) -> None:
+    """Each request spends one of GitHub's attempts: three replicas must not spend three at once."""
+    bot.services.redeliverer.stop()
+    missed = bot.fake.deliver("issues", body=b"{not json")  # refused (400) every time it comes
+    clock = [now()]
+    replicas = [
+        Redeliverer(
+            bot.services.gateway,
+            bot.services.queue,
+            BotMetrics(),
+            interval_minutes=10,
+            window_hours=24,
+            max_attempts=3,
+            clock=lambda: clock[0],
+        )
+        for _ in range(3)
+    ]
+    first = [replica.check() for replica in replicas]
+    assert [look.requested for look in first] == [[missed["guid"]], [], []]
+    assert [look.asked_already for look in first] == [[], [missed["guid"]], [missed["guid"]]]
+    wait_for(lambda: _redeliveries(bot, missed["guid"]) == 1, what="the one redelivery")
+
+    clock[0] += timedelta(minutes=5)  # another replica's look within the same interval
+    assert replicas[1].check().asked_already == [missed["guid"]]
+    clock[0] += timedelta(minutes=6)  # the next interval: one of them asks again
+    second = [replica.check() for replica in reversed(replicas)]
+    assert [look.requested for look in second] == [[missed["guid"]], [], []]
+    wait_for(lambda: _redeliveries(bot, missed["guid"]) == 2, what="the second redelivery")
+    time.sleep(0.5)
+    assert _redeliveries(bot, missed["guid"]) == 2

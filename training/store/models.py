@@ -224,6 +224,16 @@ class WebhookJob(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class RedeliveryRequest(Base):
+    """The last time any replica asked GitHub to send a failed delivery again: replicas sharing the
+    store ask once per look between them (each request also spends one of its attempts)."""
+
+    __tablename__ = "redelivery_requests"
+
+    delivery_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class Prediction(Base):
     """What the bot decided for an issue, with which bundle, and whether it was written."""
 
