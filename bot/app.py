@@ -91,7 +91,14 @@ def create_app(services: BotServices) -> FastAPI:
             return _refuse(400, f"body is not JSON: {exc.__class__.__name__}", delivery_id)
         if not isinstance(payload, dict):
             return _refuse(400, "body is not a JSON object", delivery_id)
-        delivery = Delivery(delivery_id, event, payload)
+        hook_id = request.headers.get("x-github-hook-id", "")
+        delivery = Delivery(
+            delivery_id,
+            event,
+            payload,
+            hook_id=int(hook_id) if hook_id.isdigit() and len(hook_id) < 19 else None,
+            hook_target=request.headers.get("x-github-hook-installation-target-type", "")[:20] or None,
+        )
         handled = services.handled(event)
         # The commit waits on the disk (and on SQLite's single writer): not on the event loop.
         try:

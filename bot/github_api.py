@@ -7,11 +7,13 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 
 from github import Github, GithubException, RateLimitExceededException, UnknownObjectException
 from github.HookDelivery import HookDeliverySummary
 from github.PaginatedList import PaginatedList
+from github.Requester import Requester
 
 from bot.outcome import PermanentJobError
 from training.fetch import sync_labels_and_templates
@@ -36,6 +38,33 @@ def _refusals_are_permanent(what: str) -> Iterator[None]:
             raise
         message = exc.data.get("message") if isinstance(exc.data, dict) else exc.data
         raise PermanentJobError(f"GitHub refused {what} ({exc.status}): {message}") from None
+
+
+APP_TARGET = "integration"  # X-GitHub-Hook-Installation-Target-Type of the App's own webhook
+TOKEN_TARGETS = ("repository", "organization")  # webhooks a token user sets up
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook whose deliveries the bot can list: the App's, or (with a token) a repository's or
+    an organization's, known by the ``X-GitHub-Hook-ID`` of a delivery it sent."""
+
+    target: str  # integration | repository | organization
+    hook_id: int | None = None
+    owner: str | None = None  # OWNER/NAME of a repository webhook, the login of an organization's
+
+    @property
+    def path(self) -> str:
+        if self.target == APP_TARGET:
+            return "/app/hook"
+        prefix = "/repos" if self.target == "repository" else "/orgs"
+        return f"{prefix}/{self.owner}/hooks/{self.hook_id}"
+
+    def __str__(self) -> str:
+        return "the App's webhook" if self.target == APP_TARGET else f"{self.target} webhook {self.path}"
+
+
+APP_WEBHOOK = Webhook(APP_TARGET)
 
 
 class GitHubGateway:
@@ -117,28 +146,35 @@ class GitHubGateway:
             return None  # a folder of that name
         return content.decoded_content.decode("utf-8", errors="replace")
 
-    def failed_app_deliveries(self, since: datetime) -> list[HookDeliverySummary]:
-        """The App's failed webhook delivery attempts back to ``since``, newest first. GitHub lists
-        each attempt, redeliveries included, for three days; a server that does not know the
-        ``status`` filter lists every attempt, successful ones too."""
-        app = self.clients.app if self.clients is not None else None
-        if app is None:
-            raise GitHubAuthError("webhook deliveries are listed for a GitHub App only")
+    def failed_deliveries(self, hook: Webhook, since: datetime) -> list[HookDeliverySummary]:
+        """A webhook's failed delivery attempts back to ``since``, newest first. GitHub lists each
+        attempt, redeliveries included, for three days; a server that does not know the ``status``
+        filter lists every attempt, successful ones too."""
+        requester = self._hook_requester(hook)
         found = []
         query = {"per_page": 100, "status": "failure"}
-        listing = PaginatedList(HookDeliverySummary, app.requester, "/app/hook/deliveries", query)
-        for delivery in listing:
+        for delivery in PaginatedList(HookDeliverySummary, requester, f"{hook.path}/deliveries", query):
             if delivery.delivered_at < since:
                 break
             found.append(delivery)
         return found
 
-    def redeliver(self, delivery_id: int) -> None:
-        """Ask GitHub to send one of the App's deliveries again (it answers at once, sends later)."""
-        app = self.clients.app if self.clients is not None else None
-        if app is None:
-            raise GitHubAuthError("webhook deliveries are redelivered for a GitHub App only")
-        app.requester.requestJsonAndCheck("POST", f"/app/hook/deliveries/{delivery_id}/attempts")
+    def redeliver(self, hook: Webhook, delivery_id: int) -> None:
+        """Ask GitHub to send one of a webhook's deliveries again (it answers at once, sends later)."""
+        attempts = f"{hook.path}/deliveries/{delivery_id}/attempts"
+        self._hook_requester(hook).requestJsonAndCheck("POST", attempts)
+
+    def _hook_requester(self, hook: Webhook) -> Requester:
+        """The App's own (JWT) for its webhook; the token's for a repository or organization webhook."""
+        if self.clients is None:
+            raise GitHubAuthError("no GitHub credentials: webhook deliveries cannot be listed")
+        if hook.target == APP_TARGET:
+            if self.clients.app is None:
+                raise GitHubAuthError("the App's webhook deliveries are listed for a GitHub App only")
+            return self.clients.app.requester
+        if self.clients.is_app:
+            raise GitHubAuthError(f"{hook}: a GitHub App lists its own webhook's deliveries only")
+        return self.clients.for_repository(hook.owner or "").requester
 
     def close(self) -> None:
         with self._lock:

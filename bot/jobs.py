@@ -32,6 +32,8 @@ class Delivery:
     delivery_id: str
     event: str
     payload: dict
+    hook_id: int | None = None  # X-GitHub-Hook-ID: the webhook that sent it
+    hook_target: str | None = None  # X-GitHub-Hook-Installation-Target-Type
 
     @property
     def action(self) -> str | None:
@@ -89,6 +91,8 @@ class JobQueue:
             repository=delivery.repository,
             issue_number=delivery.issue_number,
             installation_id=delivery.installation_id,
+            hook_id=delivery.hook_id,
+            hook_target=delivery.hook_target,
             payload=raw_body.decode("utf-8"),
             status=PENDING if handled else IGNORED,
             attempts=0,
@@ -231,6 +235,22 @@ class JobQueue:
         """Drop the records of requests made before ``before``: no look goes back that far."""
         with self.store.session() as session:
             session.execute(delete(RedeliveryRequest).where(RedeliveryRequest.requested_at < before))
+
+    def webhooks(self, targets: tuple[str, ...]) -> list[tuple[str, int, str]]:
+        """(target type, hook id, repository) of each webhook of these target types that has
+        delivered here, with the repository of its latest delivery (a renamed one's new name)."""
+        latest = (
+            select(func.max(WebhookJob.id))
+            .where(WebhookJob.hook_target.in_(targets), WebhookJob.repository.is_not(None))
+            .group_by(WebhookJob.hook_target, WebhookJob.hook_id)
+        )
+        with self.store.session() as session:
+            rows = session.execute(
+                select(WebhookJob.hook_target, WebhookJob.hook_id, WebhookJob.repository)
+                .where(WebhookJob.id.in_(latest))
+                .order_by(WebhookJob.id)
+            )
+            return [(target, hook_id, repository) for target, hook_id, repository in rows]
 
     def status_of(self, delivery_id: str) -> str | None:
         with self.store.session() as session:

@@ -2,8 +2,11 @@
 
 GitHub does not retry a webhook delivery that failed — the bot down or restarting, the store
 unreachable (the bot then answers 503 rather than acknowledge what it could not keep), a
-timeout. It keeps the App's deliveries for three days and sends one again on request. So, once
-at start and then periodically, the bot lists the App's failed delivery attempts and asks again
+timeout. It keeps a webhook's deliveries for three days and sends one again on request. So, once
+at start and then periodically, the bot lists the failed delivery attempts of the App's webhook
+(with a token instead: of each repository or organization webhook that has ever delivered to it,
+by the ``X-GitHub-Hook-ID`` its jobs recorded; a webhook whose every delivery failed is not
+known, nor one GitHub will not list for the token) and asks again
 for each delivery it has not stored, oldest first (an issue's events keep their order), at most
 ``max_attempts`` times (one refused for its content fails every time). Nothing is asked for while
 the bot's own store is unreachable: the bot would refuse it again. Each request is recorded in the
@@ -11,7 +14,7 @@ store, so that of several replicas only one asks for a delivery per interval: ev
 spends one of its attempts.
 
 The first look goes back over the whole window (the bot may have been down); later ones only as
-far as the previous look, or the oldest delivery still being asked for, so that a busy App's
+far as the previous look, or the oldest delivery still being asked for, so that a busy webhook's
 listing stays short.
 """
 
@@ -30,7 +33,7 @@ from github.HookDelivery import HookDeliverySummary
 from requests import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.github_api import GitHubGateway
+from bot.github_api import APP_WEBHOOK, TOKEN_TARGETS, GitHubGateway, Webhook
 from bot.jobs import JobQueue
 from bot.metrics import BotMetrics
 from training.github_client import GitHubAuthError
@@ -94,8 +97,8 @@ class Redeliverer:
     def start(self) -> None:
         if not self.interval_minutes:
             return
-        if not self.gateway.is_app:
-            log.info("failed deliveries are not asked for again: that needs a GitHub App")
+        if self.gateway.clients is None:
+            log.info("failed deliveries are not asked for again: no GitHub credentials")
             return
         scheduler = BackgroundScheduler(job_defaults={"coalesce": True, "max_instances": 1}, timezone=UTC)
         scheduler.add_job(
@@ -132,11 +135,23 @@ class Redeliverer:
         since = result.at - self.window
         if self._look_back_to is not None:
             since = max(since, self._look_back_to)
-        attempts = self.gateway.failed_app_deliveries(since=since)
-        result.attempts_listed = len(attempts)
         by_guid: dict[str, list[HookDeliverySummary]] = defaultdict(list)
-        for attempt in attempts:
-            by_guid[attempt.guid].append(attempt)
+        hook_of: dict[str, Webhook] = {}
+        unlisted = []
+        for hook in self._webhooks():
+            try:
+                attempts = self.gateway.failed_deliveries(hook, since=since)
+            except (GithubException, RequestException, GitHubAuthError) as exc:
+                # one webhook GitHub will not list (a token without the permission for that
+                # repository) keeps no other from being looked at
+                unlisted.append(f"{hook}: {type(exc).__name__}: {exc}")
+                log.warning("could not look for failed webhook deliveries: %s", unlisted[-1])
+                continue
+            result.attempts_listed += len(attempts)
+            for attempt in attempts:
+                by_guid[attempt.guid].append(attempt)
+                hook_of[attempt.guid] = hook
+        result.error = "; ".join(unlisted) or None
         # A successful attempt, where GitHub lists those too, settles a delivery; so does the
         # store holding it (a redelivery that reached the bot, or an answer too late for GitHub).
         undelivered = {
@@ -163,7 +178,7 @@ class Redeliverer:
             if not self.queue.claim_redelivery(guid, result.at, self.hold):
                 result.asked_already.append(guid)
                 continue
-            self.gateway.redeliver(latest.id)
+            self.gateway.redeliver(hook_of[guid], latest.id)
             result.requested.append(guid)
             self.metrics.redeliveries.inc()
             log.warning(
@@ -177,8 +192,19 @@ class Redeliverer:
         firsts = [
             min(t.delivered_at for t in undelivered[guid]) for guid in result.requested + result.asked_already
         ]
-        self._look_back_to = min([result.at - LISTING_LAG, *firsts])
+        if not unlisted:  # else the next look goes back as far as this one did
+            self._look_back_to = min([result.at - LISTING_LAG, *firsts])
         self.queue.forget_redeliveries(before=result.at - max(self.window, self.hold))
+
+    def _webhooks(self) -> list[Webhook]:
+        """The App's webhook; with a token, each repository or organization webhook that has
+        delivered to the bot (its id comes with every delivery: none is configured)."""
+        if self.gateway.is_app:
+            return [APP_WEBHOOK]
+        return [
+            Webhook(target, hook_id, repository if target == "repository" else repository.split("/")[0])
+            for target, hook_id, repository in self.queue.webhooks(TOKEN_TARGETS)
+        ]
 
 
 def _name(delivery: HookDeliverySummary) -> str:

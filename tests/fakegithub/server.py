@@ -114,8 +114,10 @@ class FakeGitHub:
         self.rate_window = 3600.0
         self._rate_used = 0
         self._rate_reset = time.time() + self.rate_window
-        self.hook_url: str | None = None  # where the App's webhook deliveries go
+        self.hook_url: str | None = None  # where the webhook's deliveries go
         self.hook_secret = ""
+        self.hook_id = 500
+        self.hook_repo: str | None = None  # None: the App's webhook; OWNER/NAME: that repository's
         self.hook_deliveries: list[tuple[Json, bytes]] = []  # every attempt, oldest first, with its body
         self._lock = threading.RLock()
         self._ids = iter(range(1000, 10**9))
@@ -292,6 +294,13 @@ class FakeGitHub:
             "X-GitHub-Event": event,
             "X-GitHub-Delivery": guid,
             "X-Hub-Signature-256": f"sha256={signature}",
+            "X-GitHub-Hook-ID": str(self.hook_id),
+            "X-GitHub-Hook-Installation-Target-Type": "integration"
+            if self.hook_repo is None
+            else "repository",
+            "X-GitHub-Hook-Installation-Target-ID": str(
+                self.app_id if self.hook_repo is None else self.repos[self.hook_repo].id
+            ),
         }
         started = time.monotonic()
         try:
@@ -379,6 +388,16 @@ class FakeGitHub:
             ("GET", r"/app/installations", self._list_installations),
             ("GET", r"/app/hook/deliveries", self._list_hook_deliveries),
             ("POST", r"/app/hook/deliveries/(?P<delivery>\d+)/attempts", self._redeliver),
+            (
+                "GET",
+                r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/hooks/(?P<hook>\d+)/deliveries",
+                self._list_repo_hook_deliveries,
+            ),
+            (
+                "POST",
+                r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/hooks/(?P<hook>\d+)/deliveries/(?P<delivery>\d+)/attempts",
+                self._redeliver_repo_hook,
+            ),
             ("GET", issue, self._get_issue),
             ("POST", issue + "/labels", self._add_labels),
             ("DELETE", issue + r"/labels/(?P<label>[^/]+)", self._remove_label),
@@ -633,8 +652,12 @@ class FakeGitHub:
             {},
         )
 
-    def _list_hook_deliveries(self, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+    def _list_hook_deliveries(
+        self, query: dict[str, list[str]], path: str = "/app/hook/deliveries"
+    ) -> tuple[int, Any, dict[str, str]]:
         """Newest first, paged by a cursor (the last id seen) as GitHub pages this listing."""
+        if (path == "/app/hook/deliveries") != (self.hook_repo is None):
+            return 404, {"message": "Not Found"}, {}
         per_page = min(int(query.get("per_page", ["30"])[0]), 100)
         with self._lock:
             records = [record for record, _ in reversed(self.hook_deliveries)]
@@ -647,8 +670,29 @@ class FakeGitHub:
         headers = {}
         if rest:
             cursor = urlencode({**{k: v[0] for k, v in query.items()}, "cursor": page[-1]["id"]})
-            headers["Link"] = f'<{self.base_url}/app/hook/deliveries?{cursor}>; rel="next"'
+            headers["Link"] = f'<{self.base_url}{path}?{cursor}>; rel="next"'
         return 200, page, headers
+
+    def _repo_hook_path(self, owner: str, name: str, hook: str) -> str | None:
+        """The path of the repository webhook's deliveries, when that is the webhook playing."""
+        if self.hook_repo != f"{owner}/{name}" or int(hook) != self.hook_id:
+            return None
+        return f"/repos/{owner}/{name}/hooks/{hook}/deliveries"
+
+    def _list_repo_hook_deliveries(
+        self, query: dict[str, list[str]], owner: str, name: str, hook: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        path = self._repo_hook_path(owner, name, hook)
+        if path is None:
+            return 404, {"message": "Not Found"}, {}
+        return self._list_hook_deliveries(query, path)
+
+    def _redeliver_repo_hook(
+        self, query: dict[str, list[str]], owner: str, name: str, hook: str, delivery: str, body: bytes = b""
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self._repo_hook_path(owner, name, hook) is None:
+            return 404, {"message": "Not Found"}, {}
+        return self._redeliver(query, delivery)
 
     def _redeliver(
         self, query: dict[str, list[str]], delivery: str, body: bytes = b""

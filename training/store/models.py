@@ -204,6 +204,8 @@ class WebhookJob(Base):
         # The claim looks for unfinished earlier jobs of the same repository: finished ones,
         # however many, are skipped by the index.
         Index("ix_webhook_jobs_repository_status", "repository", "status"),
+        # The webhooks that have delivered to the bot, found without walking the jobs.
+        Index("ix_webhook_jobs_hook", "hook_target", "hook_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -213,6 +215,10 @@ class WebhookJob(Base):
     repository: Mapped[str | None] = mapped_column(String(200))
     issue_number: Mapped[int | None] = mapped_column(Integer)
     installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    # X-GitHub-Hook-ID and -Installation-Target-Type: the webhook that sent it ("integration" for
+    # the App's, "repository" or "organization" for one a token user set up)
+    hook_id: Mapped[int | None] = mapped_column(BigInteger)
+    hook_target: Mapped[str | None] = mapped_column(String(20))
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))  # pending | running | done | ignored | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
