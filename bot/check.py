@@ -129,7 +129,7 @@ def check_installations(settings: Settings) -> list[Finding]:
         return []
     try:
         clients = GitHubClients(settings)
-        integration = clients._integration  # noqa: SLF001 - the App-level client
+        integration = clients.app
         assert integration is not None
         installations = list(integration.get_installations())
     except (GithubException, RequestException, OSError, PyJWTError) as exc:

@@ -112,7 +112,7 @@ class Redeliverer:
 
     def stop(self) -> None:
         if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown(wait=True)  # a look under way ends first: none runs after this
             self._scheduler = None
 
     def check(self) -> RedeliveryCheck:

@@ -117,3 +117,29 @@ def test_keeping_geometry_holds_the_texts_distances_but_not_their_features(
     assert gap[50.0] < gap[0.0] / 2, gap
     # the token states themselves still move: this is not keep_features
     assert drift[50.0] > 0.01, drift
+
+
+def _mean_pairwise_cosine(encoder: str | Path, base: str, texts: list[str]) -> float:
+    """Mean cosine between every two of ``texts`` (mean-pooled token states): near 1 when an
+    encoder no longer tells them apart."""
+    ours, _, mask = _token_states(encoder, base, texts)
+    weights = mask.unsqueeze(-1).float()
+    pooled = torch.nn.functional.normalize((ours * weights).sum(1) / weights.sum(1), dim=-1)
+    similarity = pooled @ pooled.T
+    n = similarity.shape[0]
+    return float((similarity.sum() - similarity.trace()) / (n * (n - 1)))
+
+
+def test_the_contrastive_term_keeps_the_texts_apart(
+    titles: list[str],  # noqa: F811
+    freely_adapted: Path,
+    tmp_path: Path,
+) -> None:
+    base = resolve_base_model(PACKAGED_MODEL)
+    cosine = {
+        "base": _mean_pairwise_cosine(base, base, titles),
+        "free": _mean_pairwise_cosine(freely_adapted, base, titles),
+        "contrastive": _mean_pairwise_cosine(_adapted(titles, tmp_path, mlm_contrastive=5.0), base, titles),
+    }
+    assert cosine["free"] > cosine["base"] + 0.05, cosine  # MLM alone pulls them together
+    assert cosine["contrastive"] < cosine["free"] - 0.05, cosine
