@@ -4,14 +4,13 @@ GitHub does not retry a webhook delivery that failed — the bot down or restart
 unreachable (the bot then answers 503 rather than acknowledge what it could not keep), a
 timeout. It keeps a webhook's deliveries for three days and sends one again on request. So, once
 at start and then periodically, the bot lists the failed delivery attempts of the App's webhook
-(with a token instead: of each repository or organization webhook that has ever delivered to it,
-by the ``X-GitHub-Hook-ID`` its jobs recorded; a webhook whose every delivery failed is not
-known, nor one GitHub will not list for the token) and asks again
-for each delivery it has not stored, oldest first (an issue's events keep their order), at most
-``max_attempts`` times (one refused for its content fails every time). Nothing is asked for while
-the bot's own store is unreachable: the bot would refuse it again. Each request is recorded in the
-store, so that of several replicas only one asks for a delivery per interval: every request
-spends one of its attempts.
+(with a token instead: of each repository or organization webhook that has delivered to it
+before, by the ``X-GitHub-Hook-ID`` its jobs recorded — one whose every delivery failed is not
+known) and asks again for each delivery it has not stored, oldest first (an issue's events keep
+their order), at most ``max_attempts`` times (one refused for its content fails every time).
+Nothing is asked for while the bot's own store is unreachable: the bot would refuse it again.
+Each request is recorded in the store, so that of several replicas only one asks for a delivery
+per interval: every request spends one of its attempts.
 
 The first look goes back over the whole window (the bot may have been down); later ones only as
 far as the previous look, or the oldest delivery still being asked for, so that a busy webhook's
