@@ -43,6 +43,20 @@ def _opened(bot: BotUnderTest, issue: dict[str, Any]) -> dict[str, Any]:
     return issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION)
 
 
+def _redeliverer(bot: BotUnderTest, clock: list[datetime], *, max_attempts: int) -> Redeliverer:
+    """Another look at the bot's deliveries (a replica's, on the same store), on a clock the test
+    moves: every 10 minutes back over a day."""
+    return Redeliverer(
+        bot.services.gateway,
+        bot.services.queue,
+        BotMetrics(),
+        interval_minutes=10,
+        window_hours=24,
+        max_attempts=max_attempts,
+        clock=lambda: clock[0],
+    )
+
+
 def _redeliveries(bot: BotUnderTest, guid: str) -> int:
     return sum(attempt["redelivery"] for attempt in bot.fake.attempts_of(guid))
 
@@ -180,15 +194,7 @@ def test_a_later_look_goes_back_only_as_far_as_the_previous_one(bot: BotUnderTes
     bot.fake.hook_url = None
     failed = [bot.fake.deliver("issues", body=b"{}") for _ in range(3)]
     clock = [now()]
-    redeliverer = Redeliverer(
-        bot.services.gateway,
-        bot.services.queue,
-        BotMetrics(),
-        interval_minutes=10,
-        window_hours=24,
-        max_attempts=1,
-        clock=lambda: clock[0],
-    )
+    redeliverer = _redeliverer(bot, clock, max_attempts=1)
     first = redeliverer.check()
     assert first.attempts_listed == 3 and sorted(first.requested) == sorted(r["guid"] for r in failed)
     wait_for(lambda: len(bot.fake.hook_deliveries) == 6, what="the redeliveries (failing again)")
@@ -209,18 +215,7 @@ def test_replicas_sharing_the_store_ask_for_a_missed_delivery_once_per_interval(
     bot.services.redeliverer.stop()
     missed = bot.fake.deliver("issues", body=b"{not json")  # refused (400) every time it comes
     clock = [now()]
-    replicas = [
-        Redeliverer(
-            bot.services.gateway,
-            bot.services.queue,
-            BotMetrics(),
-            interval_minutes=10,
-            window_hours=24,
-            max_attempts=3,
-            clock=lambda: clock[0],
-        )
-        for _ in range(3)
-    ]
+    replicas = [_redeliverer(bot, clock, max_attempts=3) for _ in range(3)]
     first = [replica.check() for replica in replicas]
     assert [look.requested for look in first] == [[missed["guid"]], [], []]
     assert [look.asked_already for look in first] == [[], [missed["guid"]], [missed["guid"]]]
