@@ -11,11 +11,15 @@ from github import GithubException
 from jwt import PyJWTError
 from requests import RequestException
 
+from bot.github_api import GitHubGateway
+from bot.jobs import JobQueue
+from bot.redelivery import token_webhooks
 from training.bundle import BundleError
-from training.github_client import GitHubClients
+from training.github_client import GitHubAuthError, GitHubClients
 from training.registry import CURRENT, Registry
 from training.settings import Settings
 from training.store import Store, StoreUnavailable
+from training.store.upserts import now
 
 
 @dataclass(frozen=True)
@@ -148,12 +152,51 @@ def check_installations(settings: Settings) -> list[Finding]:
     return [Finding(True, f"installed for {len(installations)} account(s)")]
 
 
+def check_webhook_access(settings: Settings) -> list[Finding]:
+    """With a token: may it list the deliveries of each webhook that has delivered to the bot?
+    Without that, deliveries missed while the bot was down are not asked for again."""
+    if settings.github_app_id is not None or settings.github_token is None:
+        return []
+    try:
+        store = Store(settings.database_url)
+    except StoreUnavailable:
+        return []  # check_store says so
+    gateway = GitHubGateway(GitHubClients(settings))
+    try:
+        queue = JobQueue(store, max_attempts=1, retry_seconds=0, lease_seconds=0)
+        hooks = token_webhooks(queue)
+        if not hooks:
+            return [Finding(True, "no repository webhook has delivered to the bot yet")]
+        findings = []
+        for hook in hooks:
+            try:
+                gateway.failed_deliveries(hook, since=now())
+            except (GithubException, RequestException, GitHubAuthError) as exc:
+                findings.append(
+                    Finding(
+                        False,
+                        f"{hook}: GitHub does not list its deliveries for the token ({exc}); missed "
+                        "deliveries are not asked for again",
+                        "give the token the Webhooks read & write permission (classic tokens: "
+                        "admin:repo_hook), or redeliver by hand from the webhook's Recent Deliveries",
+                        warning=True,
+                    )
+                )
+            else:
+                findings.append(Finding(True, f"{hook}: missed deliveries are asked for again"))
+        return findings
+    finally:
+        gateway.close()
+        store.close()
+
+
 CHECKS: list[Callable[[Settings], Finding | list[Finding]]] = [
     check_private_key,
     check_secrets,
     check_store,
     check_registry,
     check_installations,
+    check_webhook_access,
 ]
 
 

@@ -196,14 +196,16 @@ class Redeliverer:
         self.queue.forget_redeliveries(before=result.at - max(self.window, self.hold))
 
     def _webhooks(self) -> list[Webhook]:
-        """The App's webhook; with a token, each repository or organization webhook that has
-        delivered to the bot (its id comes with every delivery: none is configured)."""
-        if self.gateway.is_app:
-            return [APP_WEBHOOK]
-        return [
-            Webhook(target, hook_id, repository if target == "repository" else repository.split("/")[0])
-            for target, hook_id, repository in self.queue.webhooks(TOKEN_TARGETS)
-        ]
+        return [APP_WEBHOOK] if self.gateway.is_app else token_webhooks(self.queue)
+
+
+def token_webhooks(queue: JobQueue) -> list[Webhook]:
+    """Each repository or organization webhook that has delivered to the bot: its id comes with
+    every delivery, so none is configured."""
+    return [
+        Webhook(target, hook_id, repository if target == "repository" else repository.split("/")[0])
+        for target, hook_id, repository in queue.webhooks(TOKEN_TARGETS)
+    ]
 
 
 def _name(delivery: HookDeliverySummary) -> str:

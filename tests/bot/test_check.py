@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from bot.check import report, run_checks
+from bot.jobs import Delivery, JobQueue
 from tests.bot.conftest import APP_ID, INSTALLATION, REPO
 from tests.bot.helpers import API_TOKEN, SECRET
 from tests.conftest import make_settings
 from tests.fakegithub import FakeGitHub
+from tests.fakegithub.server import Fault
+from training.store import Store
 
 
 def test_a_ready_installation_passes_and_each_problem_names_its_fix(
@@ -47,3 +51,37 @@ def test_a_ready_installation_passes_and_each_problem_names_its_fix(
     assert "cannot open the store" in text
     assert "labels.json is corrupted" in text and "--rollback" in text
     assert SECRET not in text and app_keys[0] not in text
+
+
+def test_with_a_token_each_known_webhook_is_checked_for_listing_its_deliveries(
+    fake_github: FakeGitHub, tmp_path: Path
+) -> None:
+    repo = fake_github.add_repo(REPO, installation_id=INSTALLATION)
+    fake_github.hook_repo = REPO
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'bot.db'}",
+        github_api_url=fake_github.base_url,
+        github_token="test-token",
+        github_app_id=None,
+        webhook_secret=SECRET,
+        api_token=API_TOKEN,
+        registry_dir=tmp_path / "registry",
+        github_max_retries=0,
+    )
+    text, _ = report(run_checks(settings))
+    assert "no repository webhook has delivered to the bot yet" in text, text
+
+    store = Store(settings.database_url)
+    queue = JobQueue(store, max_attempts=1, retry_seconds=0, lease_seconds=0)
+    payload = {"action": "opened", "repository": {"id": repo.id, "full_name": REPO}}
+    delivery = Delivery("d-1", "issues", payload, hook_id=fake_github.hook_id, hook_target="repository")
+    assert queue.accept(delivery, json.dumps(payload).encode(), handled=True)
+    store.close()
+    text, _ = report(run_checks(settings))
+    hook = f"repository webhook /repos/{REPO}/hooks/{fake_github.hook_id}"
+    assert f"ok    {hook}: missed deliveries are asked for again" in text, text
+
+    fake_github.faults.append(Fault(path=rf"/repos/{REPO}/hooks/\d+/deliveries", status=403, times=1))
+    text, code = report(run_checks(settings))
+    assert f"warn  {hook}: GitHub does not list its deliveries for the token" in text, text
+    assert "admin:repo_hook" in text and code == 0  # a warning: labeling works without it
