@@ -93,12 +93,15 @@ def _pairwise_cosine_gap(encoder: str | Path, base: str, texts: list[str]) -> fl
     """Mean |difference| between the cosines of every pair of ``texts`` (mean-pooled token states)
     under the encoder and under the base model."""
     ours, theirs, mask = _token_states(encoder, base, texts)
-    weights = mask.unsqueeze(-1).float()
-    cosines = []
-    for states in (ours, theirs):
-        pooled = torch.nn.functional.normalize((states * weights).sum(1) / weights.sum(1), dim=-1)
-        cosines.append(pooled @ pooled.T)
+    cosines = [_cosines(states, mask) for states in (ours, theirs)]
     return float((cosines[0] - cosines[1]).abs().mean())
+
+
+def _cosines(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cosine between every two texts' mean-pooled token states."""
+    weights = mask.unsqueeze(-1).float()
+    pooled = torch.nn.functional.normalize((states * weights).sum(1) / weights.sum(1), dim=-1)
+    return pooled @ pooled.T
 
 
 def test_keeping_geometry_holds_the_texts_distances_but_not_their_features(
@@ -123,9 +126,7 @@ def _mean_pairwise_cosine(encoder: str | Path, base: str, texts: list[str]) -> f
     """Mean cosine between every two of ``texts`` (mean-pooled token states): near 1 when an
     encoder no longer tells them apart."""
     ours, _, mask = _token_states(encoder, base, texts)
-    weights = mask.unsqueeze(-1).float()
-    pooled = torch.nn.functional.normalize((ours * weights).sum(1) / weights.sum(1), dim=-1)
-    similarity = pooled @ pooled.T
+    similarity = _cosines(ours, mask)
     n = similarity.shape[0]
     return float((similarity.sum() - similarity.trace()) / (n * (n - 1)))
 
