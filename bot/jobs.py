@@ -241,7 +241,8 @@ class JobQueue:
         delivered here, with the repository of its latest delivery (a renamed one's new name)."""
         latest = (
             select(func.max(WebhookJob.id))
-            .where(WebhookJob.hook_target.in_(targets), WebhookJob.repository.is_not(None))
+            .where(WebhookJob.hook_target.in_(targets), WebhookJob.hook_id.is_not(None))
+            .where(WebhookJob.repository.is_not(None))
             .group_by(WebhookJob.hook_target, WebhookJob.hook_id)
         )
         with self.store.session() as session:
