@@ -69,11 +69,20 @@ class ClaimedJob:
 
 class JobQueue:
     def __init__(
-        self, store: Store, *, max_attempts: int, retry_seconds: float, lease_seconds: float
+        self,
+        store: Store,
+        *,
+        max_attempts: int,
+        retry_seconds: float,
+        lease_seconds: float,
+        retry_max_seconds: float = 300.0,
+        outage_hours: float = 0.0,
     ) -> None:
         self.store = store
         self.max_attempts = max_attempts
         self.retry_seconds = retry_seconds
+        self.retry_max = retry_max_seconds
+        self.outage = timedelta(hours=outage_hours)
         self.lease = timedelta(seconds=lease_seconds)
 
     def accept(self, delivery: Delivery, raw_body: bytes, *, handled: bool) -> bool:
@@ -145,11 +154,19 @@ class JobQueue:
                 )
             )
 
-    def fail(self, job: ClaimedJob, error: str, *, permanent: bool = False) -> bool:
-        """Schedule a retry with exponential backoff; True when the job is given up (failed)."""
-        give_up = permanent or job.attempts >= self.max_attempts
-        delay = timedelta(seconds=self.retry_seconds * 2 ** max(job.attempts - 1, 0))
+    def fail(self, job: ClaimedJob, error: str, *, permanent: bool = False, outage: bool = False) -> bool:
+        """Schedule a retry with exponential backoff; True when the job is given up (failed).
+
+        A job is given ``max_attempts`` tries; one failing for an ``outage`` (GitHub or the store
+        unavailable) is also retried until ``outage_hours`` after its delivery: the issue is
+        labeled once GitHub is back, and a late run reads the issue's labels again first."""
         stamp = now()
+        give_up = permanent or (
+            job.attempts >= self.max_attempts and not (outage and stamp - job.received_at < self.outage)
+        )
+        delay = timedelta(
+            seconds=min(self.retry_seconds * 2 ** min(max(job.attempts - 1, 0), 30), self.retry_max)
+        )
         with self.store.session() as session:
             session.execute(
                 update(WebhookJob)

@@ -77,6 +77,8 @@ class BotServices:
             store,
             max_attempts=settings.job_max_attempts,
             retry_seconds=settings.job_retry_seconds,
+            retry_max_seconds=settings.job_retry_max_seconds,
+            outage_hours=settings.job_outage_hours,
             lease_seconds=settings.job_lease_seconds,
         )
 

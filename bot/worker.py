@@ -10,7 +10,7 @@ from datetime import datetime
 
 from bot.jobs import ClaimedJob, JobQueue
 from bot.metrics import BotMetrics
-from bot.outcome import Outcome, PermanentJobError
+from bot.outcome import Outcome, PermanentJobError, is_outage
 from training.store.upserts import now
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,14 @@ class Workers:
             if job is None:
                 self._wait()
                 continue
-            self.run_one(job)
+            try:
+                self.run_one(job)
+            except Exception:  # the store failed while the job's end was recorded
+                log.exception(
+                    "delivery %s: could not record how its job ended; it runs again when its lease ends",
+                    job.delivery.delivery_id,
+                )
+                self._stop.wait(self.poll_seconds)
 
     def run_one(self, job: ClaimedJob) -> None:
         delivery = job.delivery
@@ -94,7 +101,7 @@ class Workers:
             return
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            gave_up = self.queue.fail(job, error)
+            gave_up = self.queue.fail(job, error, outage=is_outage(exc))
             status = "failed" if gave_up else "retry"
             log.warning(
                 "delivery %s (%s) attempt %d %s: %s",

@@ -167,6 +167,16 @@ class Settings(BaseSettings):
     job_retry_seconds: float = Field(
         default=5.0, gt=0, description="First retry delay of a failed job; doubles on each try."
     )
+    job_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between two tries of a job."
+    )
+    job_outage_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="A job failing because GitHub or the store is unavailable (5xx, timeouts, rate "
+        "limits) is retried this long after its delivery, beyond job_max_attempts, before it is kept "
+        "as failed.",
+    )
     job_lease_seconds: float = Field(
         default=300.0, gt=0, description="A running job not finished by then (crash) is run again."
     )

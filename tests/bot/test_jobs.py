@@ -6,8 +6,12 @@ import json
 import threading
 import time
 
+from sqlalchemy import select
+
 from bot.jobs import Delivery, JobQueue
 from training.store import Store
+from training.store.models import WebhookJob
+from training.store.upserts import now
 
 
 def _delivery(
@@ -110,3 +114,29 @@ def test_failures_back_off_then_fail_for_good_and_expired_leases_are_reclaimed(s
     time.sleep(0.35)
     again = queue.claim()
     assert again is not None and again.delivery.delivery_id == "crashed" and again.attempts == 2
+
+
+def test_an_outage_is_retried_beyond_the_tries_within_its_window_with_capped_waits(store: Store) -> None:
+    queue = JobQueue(
+        store, max_attempts=1, retry_seconds=0.05, lease_seconds=5, retry_max_seconds=0.1, outage_hours=1
+    )
+    _accept(queue, _delivery("outage", "o/a"))
+    waits = []
+    for attempt in range(1, 6):
+        time.sleep(0.11)
+        job = queue.claim()
+        assert job is not None and job.attempts == attempt
+        before = now()
+        assert queue.fail(job, "GithubException: 503", outage=True) is False  # within the hour
+        with store.session() as session:
+            due = session.scalar(select(WebhookJob.next_attempt_at).where(WebhookJob.delivery_id == "outage"))
+        waits.append(round((due - before).total_seconds(), 2))
+    assert waits == [0.05, 0.1, 0.1, 0.1, 0.1], waits  # doubling, capped
+
+    time.sleep(0.11)
+    over = JobQueue(store, max_attempts=1, retry_seconds=0.05, lease_seconds=5, outage_hours=0)
+    job = over.claim()  # the window has passed: the next failure is the last
+    assert job is not None and over.fail(job, "GithubException: 503", outage=True) is True
+    _accept(queue, _delivery("broken", "o/b"))
+    job = queue.claim()
+    assert job is not None and queue.fail(job, "KeyError: 'x'") is True  # no outage: its one try

@@ -31,6 +31,18 @@ def test_github_502_then_201_is_retried_and_labels_once(bot: BotUnderTest) -> No
     assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
 
 
+def test_an_outage_longer_than_a_jobs_tries_is_waited_out_and_labels_once(bot: BotUnderTest) -> None:
+    """GitHub down for a while: more failures than ``job_max_attempts`` (3 here), labeled when it is back."""
+    issue = bot.open_issue()
+    path = rf"/repos/{REPO}/issues/{issue['number']}/labels"
+    bot.fake.faults.append(Fault(path=path, method="POST", status=503, times=5))
+    bot.send_issue("opened", issue, delivery_id="o-1")
+    wait_for(lambda: bot.job_status("o-1") == "done", what="the job to outlast the outage", timeout=30)
+    assert [p.status for p in bot.fake.requests_to(path, "POST")] == [503] * 5 + [200]
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
+@pytest.mark.parametrize("bot_settings", [{"job_outage_hours": 0}])  # no outage waited out
 def test_a_job_that_keeps_failing_is_kept_as_failed_with_its_error(bot: BotUnderTest) -> None:
     issue = bot.open_issue()
     path = rf"/repos/{REPO}/issues/{issue['number']}/labels"
@@ -72,6 +84,33 @@ def test_a_write_github_refuses_for_good_fails_at_once_but_a_rate_limit_is_retri
     wait_for(lambda: bot.job_status("a-2") == "done", what="the rate-limited job")
     assert [p.status for p in bot.fake.requests_to(path, "POST")] == [403, 200]
     assert bot.labels_on(busy["number"]) == ["bug", "documentation"]
+
+
+@pytest.mark.parametrize("bot_settings", [{"worker_threads": 1, "job_lease_seconds": 1.0}])
+def test_a_worker_outlives_the_store_failing_as_a_job_ends(bot: BotUnderTest) -> None:
+    """The labels are written, then the store fails to record it: the job runs again after its
+    lease, and the only worker goes on with the next one."""
+    failures = []
+
+    def down(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        sql = statement.lower()
+        if sql.startswith("update webhook_jobs") and "returning" not in sql and len(failures) < 2:
+            failures.append(sql)  # the job's end goes unrecorded, on its first run and its second
+            raise conn.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+    first, second = bot.open_issue(), bot.open_issue()
+    engine = bot.services.store.engine
+    event.listen(engine, "before_cursor_execute", down)
+    try:
+        bot.send_issue("opened", first, delivery_id="s-1")
+        wait_for(lambda: len(failures) == 2, what="the job to run again and the store to fail again")
+    finally:
+        event.remove(engine, "before_cursor_execute", down)
+    wait_for(lambda: bot.job_status("s-1") == "done", what="the job run again after its lease", timeout=30)
+    bot.send_issue("opened", second, delivery_id="s-2")
+    wait_for(lambda: bot.job_status("s-2") == "done", what="the next job")
+    assert bot.labels_on(first["number"]) == ["bug", "documentation"]
+    assert bot.labels_on(second["number"]) == ["bug", "documentation"]
 
 
 def test_a_delivery_the_store_cannot_take_is_refused_503_and_can_be_redelivered(
