@@ -20,6 +20,7 @@ dataset, same order), so a refresh's scores can be reproduced here.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import tempfile
@@ -53,6 +54,7 @@ DATASETS = {
     "vue": ("oss_type_labels/issues.jsonl", "vuejs/vue"),
 }
 METHODS = ("naive_bayes", "tfidf_logreg", "finetune", "finetune_adapted")
+AFTER_ADAPTATION = {"mlm_interpolation"}  # settings read by the fine-tune, not by adaptation
 
 
 def load_dataset(name: str, data_dir: Path, workdir: Path) -> IssueDataset:
@@ -131,6 +133,13 @@ def main() -> int:
     parser.add_argument(
         "--scores-dir", type=Path, help="also keep each transformer's validation and test scores (.npz) here"
     )
+    parser.add_argument(
+        "--encoders-dir",
+        type=Path,
+        help="keep each seed's adapted encoder here and reuse one adapted with the same settings "
+        "(settings that act after adaptation, such as mlm_interpolation, can then be compared for "
+        "the fine-tune's time alone)",
+    )
     args = parser.parse_args()
     config = training_process(args.config)
     methods = args.methods.split(",")
@@ -145,7 +154,9 @@ def main() -> int:
             sizes = [n if t == "all" else min(int(t), n) for t in args.slices.split(",")]
             for seed in seeds:
                 seed_config = config.model_copy(update={"seed": seed})
-                measured = _measure(name, data, methods, sizes, base, seed_config, workdir, args.scores_dir)
+                measured = _measure(
+                    name, data, methods, sizes, base, seed_config, workdir, args.scores_dir, args.encoders_dir
+                )
                 for row in measured:
                     results.append(row)
                     _write(args.out, config, results)  # a long run keeps what it measured
@@ -171,6 +182,7 @@ def _measure(
     config: TrainingConfig,
     workdir: Path,
     scores_dir: Path | None = None,
+    encoders_dir: Path | None = None,
 ) -> Iterator[dict[str, object]]:
     """One row per training-set size and method, trained with ``config.seed``."""
     labels = data.label_names
@@ -181,12 +193,17 @@ def _measure(
     if "finetune_adapted" in methods:
         started = time.monotonic()
         texts = [e.text for e in data.unlabeled] + train_full[0]
-        adapted = adapt_encoder(texts, base, workdir / f"encoder-{config.seed}", config)
-        encoder = str(adapted.encoder_dir)
-        print(
-            f"{name}: adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, held-out MLM "
-            f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
-        )
+        kept_encoder = encoders_dir / adapted_encoder_name(name, config) if encoders_dir else None
+        if kept_encoder is not None and (kept_encoder / "config.json").is_file():
+            encoder = str(kept_encoder)
+            print(f"{name}: the adapted encoder of {kept_encoder}")
+        else:
+            adapted = adapt_encoder(texts, base, kept_encoder or workdir / f"encoder-{config.seed}", config)
+            encoder = str(adapted.encoder_dir)
+            print(
+                f"{name}: adapted on {len(texts)} texts in {time.monotonic() - started:.0f}s, held-out MLM "
+                f"loss {adapted.held_out_loss_before:.3f} -> {adapted.held_out_loss_after:.3f}"
+            )
     for size in dict.fromkeys(sizes):  # a slice larger than the training set is all of it
         train = training_slice(train_full, size, config.seed)
         for method in methods:
@@ -217,6 +234,18 @@ def _measure(
             if "applied_labels" in result:
                 row["applied_labels"] = result["applied_labels"]
             yield row
+
+
+def adapted_encoder_name(dataset: str, config: TrainingConfig) -> str:
+    """A folder name that changes with every setting the adaptation depends on (and with no other)."""
+    settings = {
+        key: value
+        for key, value in config.model_dump().items()
+        if (key.startswith("mlm_") and key not in AFTER_ADAPTATION)
+        or key in ("base_model", "seed", "mixed_precision", "torch_threads")
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{dataset}-seed{config.seed}-{digest}"
 
 
 def training_slice(train: tuple[list[str], np.ndarray], size: int, seed: int) -> tuple[list[str], np.ndarray]:

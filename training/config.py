@@ -72,6 +72,14 @@ class TrainingConfig(BaseModel):
         description="keep the vocabulary's embeddings while adapting: tied to the MLM output layer, every "
         "row of them otherwise moves at every step, words never seen included (benchmarks/MEASUREMENTS.md)",
     )
+    mlm_interpolation: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="how much of the adaptation fine-tuning starts from: the encoder's weights are the base "
+        "model's plus this share of what adaptation changed (1: the adapted encoder as it is, 0: the base "
+        "model); the adapted encoder a later refresh continues from is kept whole",
+    )
 
     pooling: Literal["mean", "cls"] = Field(
         default="cls", description="issue embedding: mean of token states, or BERT's [CLS] pooler"

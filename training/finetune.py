@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from transformers import (
+    AutoModel,
     AutoTokenizer,
     DataCollatorWithPadding,
     EvalPrediction,
@@ -89,6 +90,26 @@ def _copy_base_pooler(model: PreTrainedModel, base_model: str) -> bool:
     return True
 
 
+@torch.no_grad()
+def interpolate_from_base(model: PreTrainedModel, base_model: str, share: float) -> int:
+    """Set the classifier's encoder to base + ``share`` x (adapted - base), tensor by tensor.
+
+    Adaptation buys the labels seen most often and costs the rarest their ranking (the issues'
+    features drawn together); a point between the two encoders keeps part of each.
+    """
+    base = AutoModel.from_pretrained(base_model, add_pooling_layer=False).state_dict()
+    moved = 0
+    for name, tensor in model.base_model.state_dict().items():
+        start = base.get(name)
+        if start is None or not tensor.is_floating_point():
+            continue  # the pooler, integer buffers
+        if start.shape != tensor.shape:
+            raise ValueError(f"{name}: the base model's {tuple(start.shape)} against {tuple(tensor.shape)}")
+        tensor.copy_(start.to(tensor.dtype).lerp(tensor, share))
+        moved += 1
+    return moved
+
+
 def initial_classifier(
     encoder: str, base_model: str, label_names: list[str], train_texts: list[str], config: TrainingConfig
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -107,6 +128,13 @@ def initial_classifier(
     )
     if config.pooling == "cls" and encoder != base_model and _copy_base_pooler(model, base_model):
         log.info("pooler copied from the base model (the adapted checkpoint has none)")
+    if encoder != base_model and config.mlm_interpolation < 1:
+        moved = interpolate_from_base(model, base_model, config.mlm_interpolation)
+        log.info(
+            "encoder started %.2f of the way from the base model to the adapted one (%d tensors)",
+            config.mlm_interpolation,
+            moved,
+        )
     from_names = config.head_init in ("label_names", "label_topics")
     if from_names and isinstance(getattr(model, "classifier", None), torch.nn.Linear):
         shared_removed = config.head_init == "label_topics"

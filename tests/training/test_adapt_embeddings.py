@@ -10,6 +10,7 @@ from transformers import AutoModel, AutoTokenizer
 from tests.training.test_mixed_precision import SHORT, titles  # noqa: F401 (fixture)
 from training.adapt import adapt_encoder
 from training.config import PACKAGED_MODEL, resolve_base_model
+from training.finetune import initial_classifier
 
 
 def _weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -144,3 +145,31 @@ def test_the_contrastive_term_keeps_the_texts_apart(
     }
     assert cosine["free"] > cosine["base"] + 0.05, cosine  # MLM alone pulls them together
     assert cosine["contrastive"] < cosine["free"] - 0.05, cosine
+
+
+def test_fine_tuning_starts_the_chosen_share_of_the_way_from_the_base_model_to_the_adapted_one(
+    freely_adapted: Path,
+    titles: list[str],  # noqa: F811
+) -> None:
+    base = resolve_base_model(PACKAGED_MODEL)
+    labels = ["Bug", "Documentation", "New Feature"]
+    layer = "encoder.layer.3.output.dense.weight"
+    adapted = _weights(freely_adapted)[layer]
+    start = _weights(base)[layer]
+    assert not torch.allclose(adapted, start)
+
+    def classifier(encoder: str | Path, share: float) -> torch.nn.Module:
+        config = MOVING.model_copy(update={"mlm_interpolation": share})
+        model, _ = initial_classifier(str(encoder), base, labels, titles, config)
+        return model
+
+    encoders = {share: classifier(freely_adapted, share) for share in (0.0, 0.5, 1.0)}
+    weights = {share: model.base_model.state_dict()[layer] for share, model in encoders.items()}
+    assert torch.equal(weights[1.0], adapted)
+    assert torch.allclose(weights[0.5], (start + adapted) / 2, atol=1e-6)
+    assert torch.equal(weights[0.0], start)
+    # the head is started from the label names' features of the encoder fine-tuning starts from:
+    # at share 0 that is the base model's, exactly as a vanilla fine-tune starts
+    vanilla = classifier(base, 1.0)
+    assert torch.allclose(encoders[0.0].classifier.weight, vanilla.classifier.weight, atol=1e-5)
+    assert not torch.allclose(encoders[1.0].classifier.weight, vanilla.classifier.weight, atol=1e-3)
