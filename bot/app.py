@@ -222,6 +222,7 @@ def create_app(services: BotServices) -> FastAPI:
             },
             "jobs": services.queue.counts(),
             "failed_jobs": services.queue.failed(),
+            "retrying_jobs": services.queue.retrying(),
             "redelivery": services.redeliverer.last.summary() if services.redeliverer.last else None,
         }
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -198,12 +198,17 @@ class JobQueue:
         return {status: int(n) for status, n in rows}
 
     def failed(self, limit: int = 20) -> list[dict[str, object]]:
+        return self._listed(WebhookJob.status == FAILED, limit)
+
+    def retrying(self, limit: int = 20) -> list[dict[str, object]]:
+        """Jobs waiting for another try after a failure (through a GitHub outage, say): pending
+        by their status, and the reason they wait only here."""
+        return self._listed((WebhookJob.status == PENDING) & WebhookJob.last_error.is_not(None), limit)
+
+    def _listed(self, where: ColumnElement[bool], limit: int) -> list[dict[str, object]]:
         with self.store.session() as session:
             rows = session.scalars(
-                select(WebhookJob)
-                .where(WebhookJob.status == FAILED)
-                .order_by(WebhookJob.id.desc())
-                .limit(limit)
+                select(WebhookJob).where(where).order_by(WebhookJob.id.desc()).limit(limit)
             ).all()
         return [
             {
@@ -214,6 +219,7 @@ class JobQueue:
                 "attempts": r.attempts,
                 "error": r.last_error,
                 "received_at": _iso(r.received_at),
+                **({"next_attempt_at": _iso(r.next_attempt_at)} if r.status == PENDING else {}),
             }
             for r in rows
         ]

@@ -42,6 +42,32 @@ def test_an_outage_longer_than_a_jobs_tries_is_waited_out_and_labels_once(bot: B
     assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
 
 
+@pytest.mark.parametrize("bot_settings", [{"job_retry_max_seconds": 0.2}])
+def test_a_job_waiting_out_an_outage_shows_why_in_the_status(bot: BotUnderTest) -> None:
+    """Pending by its status, but not like a job not yet run: /status lists it with its error."""
+    issue = bot.open_issue()
+    path = rf"/repos/{REPO}/issues/{issue['number']}/labels"
+    bot.fake.faults.append(Fault(path=path, method="POST", status=503, times=10_000))
+    bot.send_issue("opened", issue, delivery_id="w-1")
+
+    def status() -> dict:
+        return bot.deliver.client.get("/status", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+
+    def beyond_its_tries() -> dict | None:
+        now = status()
+        waiting = [j for j in now["retrying_jobs"] if j["attempts"] > bot.settings.job_max_attempts]
+        return now if waiting else None
+
+    during = wait_for(beyond_its_tries, what="the job to be retried beyond its tries")
+    (job,) = during["retrying_jobs"]
+    assert job["delivery_id"] == "w-1" and "503" in job["error"] and job["next_attempt_at"]
+    assert during["failed_jobs"] == [] and during["jobs"].get("failed", 0) == 0
+    bot.fake.faults.clear()
+    wait_for(lambda: bot.job_status("w-1") == "done", what="the job once GitHub is back")
+    assert status()["retrying_jobs"] == []
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
 @pytest.mark.parametrize("bot_settings", [{"job_outage_hours": 0}])  # no outage waited out
 def test_a_job_that_keeps_failing_is_kept_as_failed_with_its_error(bot: BotUnderTest) -> None:
     issue = bot.open_issue()
