@@ -11,11 +11,11 @@ from github import GithubException
 from jwt import PyJWTError
 from requests import RequestException
 
-from bot.github_api import GitHubGateway
+from bot.github_api import GITHUB_ERRORS, GitHubGateway
 from bot.jobs import JobQueue
 from bot.redelivery import token_webhooks
 from training.bundle import BundleError
-from training.github_client import GitHubAuthError, GitHubClients
+from training.github_client import GitHubClients
 from training.registry import CURRENT, Registry
 from training.settings import Settings
 from training.store import Store, StoreUnavailable
@@ -171,7 +171,7 @@ def check_webhook_access(settings: Settings) -> list[Finding]:
         for hook in hooks:
             try:
                 gateway.failed_deliveries(hook, since=now())
-            except (GithubException, RequestException, GitHubAuthError) as exc:
+            except GITHUB_ERRORS as exc:
                 findings.append(
                     Finding(
                         False,

@@ -14,6 +14,7 @@ from github import Github, GithubException, RateLimitExceededException, UnknownO
 from github.HookDelivery import HookDeliverySummary
 from github.PaginatedList import PaginatedList
 from github.Requester import Requester
+from requests import RequestException
 
 from bot.outcome import PermanentJobError
 from training.fetch import sync_labels_and_templates
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 # repository is archived or the App lacks a permission (403 other than a rate limit), the request
 # is invalid (422). The job fails at once with GitHub's message; "Redeliver" runs it again.
 PERMANENT_STATUSES = {403, 404, 410, 422}
+# what asking GitHub can raise other than a bug: its refusals, the network, no credentials
+GITHUB_ERRORS = (GithubException, RequestException, GitHubAuthError)
 
 
 @contextmanager

@@ -27,15 +27,12 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from github import GithubException
 from github.HookDelivery import HookDeliverySummary
-from requests import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.github_api import APP_WEBHOOK, TOKEN_TARGETS, GitHubGateway, Webhook
+from bot.github_api import APP_WEBHOOK, GITHUB_ERRORS, TOKEN_TARGETS, GitHubGateway, Webhook
 from bot.jobs import JobQueue
 from bot.metrics import BotMetrics
-from training.github_client import GitHubAuthError
 from training.store.upserts import now
 
 log = logging.getLogger(__name__)
@@ -119,7 +116,7 @@ class Redeliverer:
         result = RedeliveryCheck(at=self.clock())
         try:
             self._check(result)
-        except (GithubException, RequestException, GitHubAuthError) as exc:
+        except GITHUB_ERRORS as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             log.warning("could not look for failed webhook deliveries: %s", result.error)
         self.last = result
@@ -140,7 +137,7 @@ class Redeliverer:
         for hook in self._webhooks():
             try:
                 attempts = self.gateway.failed_deliveries(hook, since=since)
-            except (GithubException, RequestException, GitHubAuthError) as exc:
+            except GITHUB_ERRORS as exc:
                 # one webhook GitHub will not list (a token without the permission for that
                 # repository) keeps no other from being looked at
                 unlisted.append(f"{hook}: {type(exc).__name__}: {exc}")
