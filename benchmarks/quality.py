@@ -7,6 +7,9 @@ Prints a table and writes JSON. Slow: each transformer fine-tune takes minutes o
 
     python benchmarks/quality.py --datasets sklearn --slices 64,128,all
     python benchmarks/quality.py --datasets sklearn --seeds 42,43,44   # the spread between runs
+    # settings that act after adaptation, compared on the same adapted encoders
+    python benchmarks/quality.py --seeds 42,43 --methods finetune_adapted --encoders-dir var/encoders \
+        --config a.yml
 
 For the transformer, micro / macro F1 are as served (labels it may not apply count as misses);
 ``every_label_*`` scores it on every label, as the baselines are scored. ``macro_ap`` (mean

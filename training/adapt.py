@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,6 +325,7 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    shutil.rmtree(workdir, ignore_errors=True)  # the trainers' scratch, nothing kept there
     return AdaptResult(
         encoder_dir=output_dir,
         texts=len(texts),

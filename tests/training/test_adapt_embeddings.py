@@ -32,6 +32,8 @@ def test_frozen_word_embeddings_stay_while_the_layers_adapt(
         config = SHORT.model_copy(update={"mlm_freeze_word_embeddings": frozen})
         adapted = adapt_encoder(titles, base, tmp_path / f"frozen-{frozen}", config)
         after[frozen] = _weights(adapted.encoder_dir)
+    # nothing left beside the adapted encoders (the trainers' scratch folders are removed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frozen-False", "frozen-True"]
     # the default: even a word absent from every text has moved, through the tied output layer
     assert not torch.equal(after[False][word][unseen], before[word][unseen])
     assert not torch.equal(after[False][layer], before[layer])
