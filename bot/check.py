@@ -12,7 +12,6 @@ from jwt import PyJWTError
 from requests import RequestException
 
 from bot.github_api import GITHUB_ERRORS, GitHubGateway
-from bot.jobs import JobQueue
 from bot.redelivery import token_webhooks
 from training.bundle import BundleError
 from training.github_client import GitHubClients
@@ -163,8 +162,7 @@ def check_webhook_access(settings: Settings) -> list[Finding]:
         return []  # check_store says so
     gateway = GitHubGateway(GitHubClients(settings))
     try:
-        queue = JobQueue(store, max_attempts=1, retry_seconds=0, lease_seconds=0)
-        hooks = token_webhooks(queue)
+        hooks = token_webhooks(store)
         if not hooks:
             return [Finding(True, "no repository webhook has delivered to the bot yet")]
         findings = []

@@ -259,26 +259,27 @@ class JobQueue:
         with self.store.session() as session:
             session.execute(delete(RedeliveryRequest).where(RedeliveryRequest.requested_at < before))
 
-    def webhooks(self, targets: tuple[str, ...]) -> list[tuple[str, int, str]]:
-        """(target type, hook id, repository) of each webhook of these target types that has
-        delivered here, with the repository of its latest delivery (a renamed one's new name)."""
-        latest = (
-            select(func.max(WebhookJob.id))
-            .where(WebhookJob.hook_target.in_(targets), WebhookJob.hook_id.is_not(None))
-            .where(WebhookJob.repository.is_not(None))
-            .group_by(WebhookJob.hook_target, WebhookJob.hook_id)
-        )
-        with self.store.session() as session:
-            rows = session.execute(
-                select(WebhookJob.hook_target, WebhookJob.hook_id, WebhookJob.repository)
-                .where(WebhookJob.id.in_(latest))
-                .order_by(WebhookJob.id)
-            )
-            return [(target, hook_id, repository) for target, hook_id, repository in rows]
-
     def status_of(self, delivery_id: str) -> str | None:
         with self.store.session() as session:
             return session.scalar(select(WebhookJob.status).where(WebhookJob.delivery_id == delivery_id))
+
+
+def delivered_webhooks(store: Store, targets: tuple[str, ...]) -> list[tuple[str, int, str]]:
+    """(target type, hook id, repository) of each webhook of these target types that has
+    delivered here, with the repository of its latest delivery (a renamed one's new name)."""
+    latest = (
+        select(func.max(WebhookJob.id))
+        .where(WebhookJob.hook_target.in_(targets), WebhookJob.hook_id.is_not(None))
+        .where(WebhookJob.repository.is_not(None))
+        .group_by(WebhookJob.hook_target, WebhookJob.hook_id)
+    )
+    with store.session() as session:
+        rows = session.execute(
+            select(WebhookJob.hook_target, WebhookJob.hook_id, WebhookJob.repository)
+            .where(WebhookJob.id.in_(latest))
+            .order_by(WebhookJob.id)
+        )
+        return [(target, hook_id, repository) for target, hook_id, repository in rows]
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -31,8 +31,9 @@ from github.HookDelivery import HookDeliverySummary
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.github_api import APP_WEBHOOK, GITHUB_ERRORS, TOKEN_TARGETS, GitHubGateway, Webhook
-from bot.jobs import JobQueue
+from bot.jobs import JobQueue, delivered_webhooks
 from bot.metrics import BotMetrics
+from training.store import Store
 from training.store.upserts import now
 
 log = logging.getLogger(__name__)
@@ -193,15 +194,15 @@ class Redeliverer:
         self.queue.forget_redeliveries(before=result.at - max(self.window, self.hold))
 
     def _webhooks(self) -> list[Webhook]:
-        return [APP_WEBHOOK] if self.gateway.is_app else token_webhooks(self.queue)
+        return [APP_WEBHOOK] if self.gateway.is_app else token_webhooks(self.queue.store)
 
 
-def token_webhooks(queue: JobQueue) -> list[Webhook]:
+def token_webhooks(store: Store) -> list[Webhook]:
     """Each repository or organization webhook that has delivered to the bot: its id comes with
     every delivery, so none is configured."""
     return [
         Webhook(target, hook_id, repository if target == "repository" else repository.split("/")[0])
-        for target, hook_id, repository in queue.webhooks(TOKEN_TARGETS)
+        for target, hook_id, repository in delivered_webhooks(store, TOKEN_TARGETS)
     ]
 
 
