@@ -14,8 +14,9 @@ Precision = Literal["bf16", "fp32"]
 
 def training_precision(mixed_precision: str, info: dict[str, object] | None = None) -> Precision:
     """What training runs in: ``bf16`` means under bfloat16 autocast. ``auto`` picks it only where
-    AMX does the bf16 matrix products (measured 1.4x per fine-tuning step); on other CPUs it has
-    not been measured (without bf16 instructions it is emulated)."""
+    AMX does the bf16 matrix products (measured 1.4x per fine-tuning step). AVX-512 BF16 alone
+    (a Zen 4) was as fast, but five seeds there scored a point lower than fp32, which meets the
+    time target anyway (benchmarks/MEASUREMENTS.md); without bf16 instructions it is emulated."""
     if mixed_precision != "auto":
         return "bf16" if mixed_precision == "bf16" else "fp32"
     flags = (info if info is not None else cpu_info()).get("flags") or []
