@@ -14,6 +14,9 @@ queries). Prints a table and writes JSON.
     python -m benchmarks.webhook_load --registry var/models --repo scikit-learn/scikit-learn \\
         --deliveries 400 --rate 20 --concurrency 8
 
+With ``--store postgres`` the bot's store is a PostgreSQL server started for the run (from the
+machine's packages, every commit flushed to disk as in production) instead of a SQLite file.
+
 With ``--during-refresh CONFIG`` the fake GitHub also serves the repository's real issues and the
 load starts once a refresh (``POST /admin/refresh``, training with CONFIG, on a copy of the
 registry) has fetched the issues and goes on to train: webhook latency while the bot retrains.
@@ -35,6 +38,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +52,7 @@ from tests.fakegithub import FakeGitHub
 from tests.fakegithub.app_keys import generate_app_keys
 from tests.fakegithub.ports import free_port
 from tests.fakegithub.seed import seed_from_jsonl
+from tests.pg_server import PostgresServer
 from training.machine import cpu_info, cpu_steal_seconds, describe
 from training.registry import Registry
 from training.store.db import SQLITE_SYNCHRONOUS
@@ -139,6 +144,14 @@ def main() -> int:
         help="the bot's SQLite store: flush every commit to disk (full) or only at checkpoints (normal)",
     )
     parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the bot's store: a SQLite file, or a PostgreSQL server started for the run on "
+        "127.0.0.1 from the machine's packages (as `make test` installs them), flushing every "
+        "commit to disk as production does",
+    )
+    parser.add_argument(
         "--data", type=Path, default=ROOT.parent / "shared" / "data" / "sklearn_surya" / "issues.jsonl"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "webhook_load.json")
@@ -162,7 +175,11 @@ def main() -> int:
 
     private, public = generate_app_keys()
     texts = _issues(args.data, args.warmup + args.deliveries)
-    with FakeGitHub(app_id=APP_ID, app_public_key=public) as fake, tempfile.TemporaryDirectory() as tmp:
+    with (
+        FakeGitHub(app_id=APP_ID, app_public_key=public) as fake,
+        tempfile.TemporaryDirectory() as tmp,
+        _store(args.store, Path(tmp), args.sqlite_synchronous) as (database_url, store_url, server),
+    ):
         repo = fake.add_repo(args.repo, installation_id=INSTALLATION)
         for name in labels:
             fake.label_json(repo, name)
@@ -175,7 +192,7 @@ def main() -> int:
         port = free_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("ISSUE_LABELER_")},
-            "ISSUE_LABELER_DATABASE_URL": f"sqlite:///{tmp}/bot.db?synchronous={args.sqlite_synchronous}",
+            "ISSUE_LABELER_DATABASE_URL": database_url,
             "ISSUE_LABELER_GITHUB_API_URL": fake.base_url,
             "ISSUE_LABELER_GITHUB_APP_ID": str(APP_ID),
             "ISSUE_LABELER_GITHUB_PRIVATE_KEY": private,
@@ -245,12 +262,13 @@ def main() -> int:
                 _wait(lambda: _refresh_status(url, args.repo) == "running", bot, log_path, timeout=120)
                 # the load meets the refresh's training, not its fetch
                 fetch_started = time.time()
-                _wait(lambda: _fetch_completed(Path(tmp) / "bot.db", args.repo), bot, log_path, timeout=300)
+                _wait(lambda: _fetch_completed(store_url, args.repo), bot, log_path, timeout=300)
                 refresh_fetch_seconds = round(time.time() - fetch_started, 1)
             if warmup:
                 asyncio.run(_send_all(url, warmup, args.rate, args.concurrency))
                 _wait(lambda: _finished(url) >= len(warmup), bot, log_path, timeout=120)
             bot_cpu, own_cpu = _process_cpu_seconds(bot.pid), time.process_time()
+            server_cpu = _server_cpu_seconds(server)
             steal = cpu_steal_seconds()
             started = time.time()
             sent_at, answers = asyncio.run(_send_all(url, bodies, args.rate, args.concurrency))
@@ -260,6 +278,7 @@ def main() -> int:
                 time.sleep(0.2)
             unfinished = len(warmup) + len(bodies) - int(_finished(url))
             bot_cpu_end = _process_cpu_seconds(bot.pid)
+            server_cpu_end = _server_cpu_seconds(server)
             steal_end, load_seconds = cpu_steal_seconds(), time.time() - started
             steal_pct = (
                 round(100 * (steal_end - steal) / (load_seconds * (os.cpu_count() or 1)), 1)
@@ -271,6 +290,11 @@ def main() -> int:
                 if bot_cpu is not None and bot_cpu_end is not None and bodies
                 else None
             )
+            server_cpu_ms = (
+                round((server_cpu_end - server_cpu) * 1000 / len(bodies), 1)
+                if server_cpu is not None and server_cpu_end is not None and bodies
+                else None
+            )
             own_cpu_ms = round((time.process_time() - own_cpu) * 1000 / max(len(bodies), 1), 1)
             if args.during_refresh:
                 refresh_state = _refresh_status(url, args.repo)
@@ -280,7 +304,7 @@ def main() -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(bot.pid, signal.SIGKILL)  # a refresh child still training
 
-        stamps = _bot_stamps(Path(tmp) / "bot.db")
+        stamps = _bot_stamps(store_url)
         in_bot_ms = [(stamps[d][1] - stamps[d][0]) * 1000 for d in sent_at if d in stamps]
 
         posts: dict[int, list[float]] = {}
@@ -314,7 +338,8 @@ def main() -> int:
             "concurrency": args.concurrency,
             "bot_workers": args.workers,
             "onnx_threads": args.onnx_threads,
-            "sqlite_synchronous": args.sqlite_synchronous,
+            "store": args.store,
+            "sqlite_synchronous": args.sqlite_synchronous if args.store == "sqlite" else None,
             "accepted_per_s": round(sum(1 for _, s, _ in answers if s == 202) / send_seconds, 1),
             "answer_p50_ms": _percentile(answer_ms, 50),
             "answer_p99_ms": _percentile(answer_ms, 99),
@@ -332,6 +357,7 @@ def main() -> int:
             "jobs_not_finished": unfinished,
             # CPU per delivery: what a rate costs of the cores (2 cores = 2,000 ms per second)
             "bot_cpu_ms_per_delivery": bot_cpu_ms,
+            "store_server_cpu_ms_per_delivery": server_cpu_ms,  # PostgreSQL's processes; None for SQLite
             "load_and_fake_github_cpu_ms_per_delivery": own_cpu_ms,
             # the share of the cores another VM on the same host took meanwhile (noisy neighbours)
             "cpu_steal_percent": steal_pct,
@@ -367,11 +393,47 @@ def _process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _bot_stamps(database: Path) -> dict[str, tuple[float, float]]:
+@contextlib.contextmanager
+def _store(kind: str, folder: Path, synchronous: str) -> Iterator[tuple[str, str, PostgresServer | None]]:
+    """The bot's store: its URL, the URL this process reads the results from, and the
+    PostgreSQL server (None for SQLite, which runs inside the bot)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder}/bot.db?synchronous={synchronous}", f"sqlite:///{folder}/bot.db", None
+        return
+    server = PostgresServer(durable=True)
+    url = server.start()
+    try:
+        yield url, url, server
+    finally:
+        server.stop()
+
+
+def _server_cpu_seconds(server: PostgresServer | None) -> float | None:
+    """CPU time of the PostgreSQL server's processes (the postmaster and its children: the
+    bot's pooled connections live through the load), on the same cores as the bot (Linux)."""
+    if server is None:
+        return None
+    try:
+        postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        pid = int(stat.parent.name)
+        if pid == postmaster or int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _bot_stamps(store_url: str) -> dict[str, tuple[float, float]]:
     """Per labeled issue, the bot's own stamps (epoch seconds): delivery stored, and labels
     written (the GitHub call answered and recorded). From the first to the fake GitHub receiving
     the labels is our own time as the target means it: no load generator, no GitHub reply."""
-    engine = create_engine(f"sqlite:///{database}")
+    engine = create_engine(store_url)
     try:
         with Session(engine) as session:
             rows = session.execute(
@@ -389,9 +451,9 @@ def _epoch(moment: datetime) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _fetch_completed(database: Path, repo: str) -> bool:
+def _fetch_completed(store_url: str, repo: str) -> bool:
     """Whether the refresh has stored the repository's issues (its next stages train)."""
-    engine = create_engine(f"sqlite:///{database}")
+    engine = create_engine(store_url)
     try:
         with Session(engine) as session:
             completed = session.scalar(

@@ -34,9 +34,13 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """initdb + pg_ctl in a temporary folder; as root, the server runs as the ``postgres`` user."""
+    """initdb + pg_ctl in a temporary folder; as root, the server runs as the ``postgres`` user.
 
-    def __init__(self) -> None:
+    The tests' server does not flush to disk (``durable=False``); a benchmark of the store as
+    production runs it asks for ``durable=True``: every commit waits for its WAL flush."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         bindir = _bindir()
         if bindir is None:
             raise RuntimeError(INSTALL_HINT)
@@ -79,7 +83,8 @@ class PostgresServer:
                 "-l",
                 str(self.root / "log"),
                 "-o",
-                f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off -c full_page_writes=off",
+                f"-p {self.port} -h 127.0.0.1 -k {self.root}"
+                + ("" if self.durable else " -c fsync=off -c full_page_writes=off"),
                 "start",
             )
         except subprocess.CalledProcessError as exc:
