@@ -9,12 +9,13 @@ runs out. Jobs of one issue run in arrival order, after any earlier repository-w
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from training.store import Store
@@ -140,8 +141,18 @@ class JobQueue:
                     return ClaimedJob(row.id, row.attempts, delivery, row.received_at)
         return None
 
-    def finish(self, job: ClaimedJob, outcome: str, *, ignored: bool = False) -> None:
+    def finish(
+        self,
+        job: ClaimedJob,
+        outcome: str,
+        *,
+        ignored: bool = False,
+        commit_with: Callable[[Session], object] | None = None,
+    ) -> None:
+        """Record the job's end; ``commit_with`` writes in the same transaction."""
         with self.store.session() as session:
+            if commit_with is not None:
+                commit_with(session)
             session.execute(
                 update(WebhookJob)
                 .where(WebhookJob.id == job.id)

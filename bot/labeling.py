@@ -3,7 +3,9 @@
 Each step is recorded in the store before the next, so a job retried after a crash or a
 GitHub failure continues where it stopped and never labels or comments twice. The issue itself
 is stored for training after the labels are written: nothing waits for it, and it is stored on
-every way out, failures included.
+every way out, failures included. On the way out that succeeds, the issue and the stamp of the
+labels written commit with the job's end (``Outcome.commit_with``): a job that stops before that
+commit runs again and writes the same labels again, which GitHub applies once.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ class Labeler:
         if plan is None:
             bundle = self.models.get(repo)
             if bundle is None:
-                self._record_only(record_issue)
-                return Outcome(f"{repo} has no model bundle in service: not labeled")
+                return Outcome(
+                    f"{repo} has no model bundle in service: not labeled", commit_with=record_issue
+                )
             try:
                 if not catalogue_known:
                     self.gateway.sync_labels(self.store, repo, installation_id)
@@ -84,8 +87,9 @@ class Labeler:
                 self._record_only(record_issue)  # the issue is kept even if labeling never succeeds
                 raise
             if issue is None:
-                self._record_only(record_issue)
-                return Outcome(f"{repo}#{number} is no longer on GitHub: not labeled")
+                return Outcome(
+                    f"{repo}#{number} is no longer on GitHub: not labeled", commit_with=record_issue
+                )
             with self.store.session() as session:
                 # A repository the store does not know yet (token mode) is created with its issue.
                 repository = get_repository(session, repo) or record_issue(session)
@@ -105,10 +109,17 @@ class Labeler:
                 session.flush()
                 plan = _Plan.of(prediction)
         try:
-            outcome = self._write(repo, installation_id, number, plan, comment=config.comment)
-        finally:
+            text, stamps = self._write(repo, installation_id, number, plan, comment=config.comment)
+        except Exception:
             self._record_only(record_issue)
-        return outcome
+            raise
+
+        def close(session: Session) -> None:
+            if stamps:
+                session.execute(update(Prediction).where(Prediction.id == plan.id).values(**stamps))
+            record_issue(session)
+
+        return Outcome(text, commit_with=close)
 
     def _as_it_is_now(self, repo: str, installation_id: int | None, issue: dict) -> dict | None:
         """The issue as the decision should see it. A delivery that arrives late — redelivered
@@ -163,27 +174,31 @@ class Labeler:
 
     def _write(
         self, repo: str, installation_id: int | None, number: int, plan: _Plan, *, comment: bool
-    ) -> Outcome:
+    ) -> tuple[str, dict[str, datetime]]:
+        """What was done, and the stamps of the steps that reached GitHub, still to record (so
+        that a retried job does not repeat them)."""
         if plan.dry_run:
             log.info(
                 "%s#%d dry run: would apply %s (%s)", repo, number, plan.labels or "nothing", plan.reason
             )
-            return Outcome(f"dry run: would apply {plan.labels or 'nothing'} ({plan.reason})")
+            return f"dry run: would apply {plan.labels or 'nothing'} ({plan.reason})", {}
         if not plan.labels:
-            return Outcome(f"nothing applied: {plan.reason}")
+            return f"nothing applied: {plan.reason}", {}
+        stamps: dict[str, datetime] = {}
         if not plan.applied:
             self.gateway.add_labels(repo, installation_id, number, plan.labels)
-            self._stamp(plan, applied_at=now())
+            stamps["applied_at"] = now()
             for name in plan.labels:
                 self.metrics.labels_applied.labels(repo, name).inc()
             log.info("%s#%d labeled %s with bundle %s", repo, number, plan.labels, plan.version)
         if comment and not plan.commented:
+            if stamps:  # recorded before the comment, which may fail: the labels are not retried
+                self._stamp(plan, **stamps)
             self.gateway.comment(repo, installation_id, number, comment_text(plan.labels, plan.scores))
-            self._stamp(plan, commented_at=now())
-        return Outcome(f"applied {plan.labels}")
+            stamps = {"commented_at": now()}
+        return f"applied {plan.labels}", stamps
 
     def _stamp(self, plan: _Plan, **values: datetime) -> None:
-        """Record that a step of the plan reached GitHub, so a retried job does not repeat it."""
         with self.store.session() as session:
             session.execute(update(Prediction).where(Prediction.id == plan.id).values(**values))
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from github import GithubException, RateLimitExceededException
 from requests import RequestException
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 
 @dataclass(frozen=True)
 class Outcome:
+    """``commit_with`` is store work done in the transaction that records the job's end (the
+    issue kept for training, the stamp of labels written): one commit instead of several on
+    every labeled issue, and the job is done exactly when its writes are."""
+
     text: str
     ignored: bool = False
+    commit_with: Callable[[Session], object] | None = None
 
 
 class PermanentJobError(Exception):

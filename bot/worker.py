@@ -94,6 +94,8 @@ class Workers:
         name = f"{delivery.event}.{delivery.action}" if delivery.action else delivery.event
         try:
             outcome = self.handle(job)
+            # inside the try: the handler's last writes commit here, and may fail like its others
+            self.queue.finish(job, outcome.text, ignored=outcome.ignored, commit_with=outcome.commit_with)
         except PermanentJobError as exc:
             self.queue.fail(job, str(exc), permanent=True)
             log.error("delivery %s (%s) failed for good: %s", delivery.delivery_id, name, exc)
@@ -113,7 +115,6 @@ class Workers:
             )
             self.metrics.jobs.labels(delivery.event, status).inc()
             return
-        self.queue.finish(job, outcome.text, ignored=outcome.ignored)
         self.metrics.jobs.labels(delivery.event, "ignored" if outcome.ignored else "done").inc()
         self.metrics.job_seconds.labels(delivery.event).observe(_since(job.received_at))
         log.info("delivery %s (%s%s): %s", delivery.delivery_id, name, _where(job), outcome.text)

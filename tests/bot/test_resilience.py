@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from tests.bot.conftest import REPO, BotUnderTest, start_bot
 from tests.bot.helpers import API_TOKEN, build_bundle, wait_for
 from tests.fakegithub.server import Fault, secondary_rate_limit
 from training.registry import Registry
+from training.store.models import Prediction, WebhookJob
 
 
 def test_github_502_then_201_is_retried_and_labels_once(bot: BotUnderTest) -> None:
@@ -137,6 +138,38 @@ def test_a_worker_outlives_the_store_failing_as_a_job_ends(bot: BotUnderTest) ->
     wait_for(lambda: bot.job_status("s-2") == "done", what="the next job")
     assert bot.labels_on(first["number"]) == ["bug", "documentation"]
     assert bot.labels_on(second["number"]) == ["bug", "documentation"]
+
+
+def test_the_labels_stamp_and_the_issue_commit_with_the_jobs_end(bot: BotUnderTest) -> None:
+    """One commit records the labels written, keeps the issue for training and ends the job:
+    when it fails, none of them is recorded, so the retried job writes the labels again (GitHub
+    applies them once) and then records all three."""
+    failed: list[str] = []
+
+    def down(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        values = parameters.values() if isinstance(parameters, dict) else parameters
+        ending = statement.lower().startswith("update webhook_jobs") and "done" in list(values)
+        if ending and not failed:
+            failed.append(statement)
+            raise conn.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+    issue = bot.open_issue()
+    engine = bot.services.store.engine
+    event.listen(engine, "before_cursor_execute", down)
+    try:
+        bot.send_issue("opened", issue, delivery_id="c-1")
+        wait_for(lambda: bot.job_status("c-1") == "done", what="the job, retried once")
+    finally:
+        event.remove(engine, "before_cursor_execute", down)
+    assert len(failed) == 1
+    path = rf"/repos/{REPO}/issues/{issue['number']}/labels"
+    assert [p.status for p in bot.fake.requests_to(path, "POST")] == [200, 200]
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    assert bot.stored_title(issue["number"]) == issue["title"]
+    with bot.services.store.session() as session:
+        (prediction,) = session.scalars(select(Prediction).where(Prediction.delivery_id == "c-1")).all()
+        job = session.scalar(select(WebhookJob).where(WebhookJob.delivery_id == "c-1"))
+        assert prediction.applied_at is not None and job is not None and job.attempts == 2
 
 
 def test_a_delivery_the_store_cannot_take_is_refused_503_and_can_be_redelivered(
