@@ -115,8 +115,7 @@ class Labeler:
             raise
 
         def close(session: Session) -> None:
-            if stamps:
-                session.execute(update(Prediction).where(Prediction.id == plan.id).values(**stamps))
+            _stamp(session, plan, stamps)
             record_issue(session)
 
         return Outcome(text, commit_with=close)
@@ -193,14 +192,11 @@ class Labeler:
             log.info("%s#%d labeled %s with bundle %s", repo, number, plan.labels, plan.version)
         if comment and not plan.commented:
             if stamps:  # recorded before the comment, which may fail: the labels are not retried
-                self._stamp(plan, **stamps)
+                with self.store.session() as session:
+                    _stamp(session, plan, stamps)
             self.gateway.comment(repo, installation_id, number, comment_text(plan.labels, plan.scores))
             stamps = {"commented_at": now()}
         return f"applied {plan.labels}", stamps
-
-    def _stamp(self, plan: _Plan, **values: datetime) -> None:
-        with self.store.session() as session:
-            session.execute(update(Prediction).where(Prediction.id == plan.id).values(**values))
 
 
 @dataclass(frozen=True)
@@ -228,6 +224,12 @@ class _Plan:
             dict(row.scores),
             row.bundle_version,
         )
+
+
+def _stamp(session: Session, plan: _Plan, stamps: dict[str, datetime]) -> None:
+    """Record the steps of the plan that reached GitHub, so a retried job does not repeat them."""
+    if stamps:
+        session.execute(update(Prediction).where(Prediction.id == plan.id).values(**stamps))
 
 
 def _timestamp(value: object) -> datetime | None:
