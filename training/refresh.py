@@ -312,8 +312,9 @@ def run_refresh(
                     )
                 else:
                     precision = "int8"
+                    change = float(int8_scores["micro_f1"]) - float(test_scores["micro_f1"])  # type: ignore[arg-type]
                     precision_reason = (
-                        f"INT8 within {config.int8_max_f1_drop} micro-F1 of PyTorch ({drop:+.3f})"
+                        f"INT8 within {config.int8_max_f1_drop} micro-F1 of PyTorch ({change:+.3f})"
                     )
                 log.info("%s", precision_reason)
 

@@ -113,6 +113,11 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
         and metrics["onnx_int8"]["size_mb"] < metrics["onnx_fp32"]["size_mb"] / 3
     )
     assert metrics["served_precision"] in {"int8", "fp32"} and metrics["served_precision_reason"]
+    change = metrics["onnx_int8"]["micro_f1"] - metrics["test"]["micro_f1"]
+    if metrics["served_precision"] == "int8":  # the difference reads INT8 minus PyTorch: a loss is negative
+        assert metrics["served_precision_reason"].endswith(f"({change:+.3f})")
+    else:
+        assert metrics["served_precision_reason"].startswith(f"INT8 lost {-change:.3f} test micro-F1")
     assert set(metrics["counts"]) >= {"train", "validation", "test", "unlabeled"}
     assert {"data", "adapt", "finetune", "evaluate", "export", "quantize"} <= set(metrics["timings_s"])
     assert metrics["cpu"]["cores"] == os.cpu_count() and metrics["cpu"]["arch"]  # what they were timed on
