@@ -42,8 +42,8 @@ def test_frozen_word_embeddings_stay_while_the_layers_adapt(
     assert not torch.equal(after[True][layer], before[layer])
 
 
-# a learning rate large enough that ten steps move the features visibly
-MOVING = SHORT.model_copy(update={"mlm_learning_rate": 3e-4, "mlm_max_steps": 10})
+# a learning rate large enough that ten steps move the features visibly; plain MLM, no term holding them
+MOVING = SHORT.model_copy(update={"mlm_learning_rate": 3e-4, "mlm_max_steps": 10, "mlm_contrastive": 0.0})
 
 
 @pytest.fixture(scope="module")
