@@ -304,15 +304,15 @@ def run_refresh(
                 int8_scores = scores(labels, test[1], int8_bundle.decide(int8_probs)) | {
                     "macro_ap": macro_average_precision(test[1], int8_probs)
                 }
-                drop = float(test_scores["micro_f1"]) - float(int8_scores["micro_f1"])  # type: ignore[arg-type]
-                if drop > config.int8_max_f1_drop:
+                change = float(int8_scores["micro_f1"]) - float(test_scores["micro_f1"])  # type: ignore[arg-type]
+                if -change > config.int8_max_f1_drop:
                     shutil.copy(fp32_path, bundle_dir / "model.onnx")
                     precision_reason = (
-                        f"INT8 lost {drop:.3f} test micro-F1 (> {config.int8_max_f1_drop}); serving fp32 ONNX"
+                        f"INT8 lost {-change:.3f} test micro-F1 (> {config.int8_max_f1_drop}); "
+                        "serving fp32 ONNX"
                     )
                 else:
                     precision = "int8"
-                    change = float(int8_scores["micro_f1"]) - float(test_scores["micro_f1"])  # type: ignore[arg-type]
                     precision_reason = (
                         f"INT8 within {config.int8_max_f1_drop} micro-F1 of PyTorch ({change:+.3f})"
                     )
