@@ -43,6 +43,8 @@ class AdaptResult:
     held_out_loss_before: float
     held_out_loss_after: float
     seconds: float
+    tokens_trained: int  # positions, padding included, that adaptation ran forward and backward
+    tokens_viewed: int  # positions the contrastive term's unmasked views ran forward only
 
 
 class MaskedOnlyTrainer(Trainer):
@@ -63,6 +65,7 @@ class MaskedOnlyTrainer(Trainer):
         keep_geometry: float = 0.0,
         contrastive: float = 0.0,
         temperature: float = 0.05,
+        view_tokens: int | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -72,6 +75,9 @@ class MaskedOnlyTrainer(Trainer):
         self.keep_geometry = keep_geometry
         self.contrastive = contrastive
         self.temperature = temperature
+        self.view_tokens = view_tokens
+        self.tokens_trained = 0
+        self.tokens_viewed = 0
 
     def compute_loss(
         self,
@@ -86,6 +92,7 @@ class MaskedOnlyTrainer(Trainer):
         labels = inputs.pop("labels")
         masked = labels != -100
         encoder = model.base_model
+        self.tokens_trained += inputs["input_ids"].numel()
         # the encoder and head are called directly, past the autocast that wraps model.forward
         with self.accelerator.autocast():
             if self.frozen_encoder:
@@ -106,6 +113,10 @@ class MaskedOnlyTrainer(Trainer):
                     loss = loss + self.keep_geometry * _geometry_drift(target, hidden, real)
             if self.contrastive > 0 and not self.frozen_encoder:
                 unmasked = {**inputs, "input_ids": torch.where(masked, labels, inputs["input_ids"])}
+                if self.view_tokens is not None:
+                    # a text's opening is enough to tell it from the others, at a fraction of the cost
+                    unmasked = {name: value[:, : self.view_tokens] for name, value in unmasked.items()}
+                self.tokens_viewed += unmasked["input_ids"].numel()
                 with torch.no_grad():
                     view = encoder(**unmasked).last_hidden_state
                 real = inputs["attention_mask"].bool()
@@ -145,15 +156,17 @@ def _contrastive(
     """InfoNCE with the other texts of the batch as negatives: each masked text's pooled state
     ([CLS] and mean of tokens, averaged) must be nearer its own unmasked view (the same encoder,
     its own dropout, no gradient) than any other text's. MLM alone pulls every issue's features
-    together; this keeps them apart where the texts differ, without holding them to the base's."""
+    together; this keeps them apart where the texts differ, without holding them to the base's.
+    The view may cover only the first positions of the texts; its mean is over those."""
     if hidden.shape[0] < 2:
         return hidden.new_zeros(())
     weights = real.unsqueeze(-1).to(hidden.dtype)
+    view_weights = weights[:, : view.shape[1]]
     targets = torch.arange(hidden.shape[0], device=hidden.device)
     loss = hidden.new_zeros((), dtype=torch.float32)
     for pooled, viewed in (
         (hidden[:, 0], view[:, 0]),
-        ((hidden * weights).sum(1) / weights.sum(1), (view * weights).sum(1) / weights.sum(1)),
+        ((hidden * weights).sum(1) / weights.sum(1), (view * view_weights).sum(1) / view_weights.sum(1)),
     ):
         query = torch.nn.functional.normalize(pooled.float(), dim=-1)
         key = torch.nn.functional.normalize(viewed.float(), dim=-1)
@@ -188,7 +201,7 @@ def _train(
     max_steps: int | None,
     frozen_encoder: bool = False,
     anchor: PreTrainedModel | None = None,
-) -> None:
+) -> MaskedOnlyTrainer:
     args = TrainingArguments(
         output_dir=str(workdir),
         per_device_train_batch_size=config.mlm_batch_size,
@@ -204,6 +217,7 @@ def _train(
         seed=config.seed,
         report_to=[],
         disable_tqdm=False,
+        train_sampling_strategy="group_by_length" if config.mlm_group_by_length else "random",
     )
     trainer = MaskedOnlyTrainer(
         model=model,
@@ -216,9 +230,11 @@ def _train(
         keep_geometry=config.mlm_keep_geometry,
         contrastive=config.mlm_contrastive,
         temperature=config.mlm_contrastive_temperature,
+        view_tokens=config.mlm_contrastive_view_tokens,
     )
     trainer.train()
     trained_model(trainer)  # the same model object, its forward back to fp32
+    return trainer
 
 
 def _anchor(base_model: str) -> PreTrainedModel:
@@ -307,7 +323,7 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
     steps_per_epoch = math.ceil(len(train_set) / config.mlm_batch_size)
     max_steps = config.mlm_max_steps or math.ceil(steps_per_epoch * config.mlm_epochs)
     anchor = _anchor(base_model) if config.mlm_keep_features > 0 or config.mlm_keep_geometry > 0 else None
-    _train(
+    adapting = _train(
         model,
         train_set,
         collator,
@@ -332,4 +348,6 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
         held_out_loss_before=before,
         held_out_loss_after=after,
         seconds=time.monotonic() - started,
+        tokens_trained=adapting.tokens_trained,
+        tokens_viewed=adapting.tokens_viewed,
     )

@@ -68,6 +68,16 @@ class TrainingConfig(BaseModel):
         "alone pulls them together; 3 scored best, for ~35% more adaptation time (see benchmarks/)",
     )
     mlm_contrastive_temperature: float = Field(default=0.05, gt=0, description="of the contrastive term")
+    mlm_contrastive_view_tokens: int | None = Field(
+        default=None,
+        ge=2,
+        description="the contrastive term's unmasked view reads only each text's first N tokens (128: about "
+        "half its cost); none: the whole text",
+    )
+    mlm_group_by_length: bool = Field(
+        default=False,
+        description="MLM batches of texts of similar length (less padding: 13% fewer tokens on sklearn)",
+    )
     mlm_freeze_word_embeddings: bool = Field(
         default=True,
         description="keep the vocabulary's embeddings while adapting: tied to the MLM output layer, every "

@@ -252,6 +252,8 @@ def run_refresh(
                     "texts": adapted.texts,
                     "held_out_mlm_loss_before": round(adapted.held_out_loss_before, 4),
                     "held_out_mlm_loss_after": round(adapted.held_out_loss_after, 4),
+                    "tokens_trained": adapted.tokens_trained,
+                    "tokens_viewed": adapted.tokens_viewed,
                 }
         with _stage(timings, "finetune"):
             tuned = finetune(encoder, base_model, labels, train, validation, workdir / "checkpoints", config)

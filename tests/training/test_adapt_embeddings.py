@@ -1,14 +1,16 @@
 """Adaptation with the vocabulary's embeddings kept: tied to the MLM output layer, they otherwise
 move at every step, rows of words the text never contains included."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from tests.conftest import SHARED_DATA
 from tests.training.test_mixed_precision import SHORT, titles  # noqa: F401 (fixture)
-from training.adapt import adapt_encoder
+from training.adapt import AdaptResult, adapt_encoder
 from training.config import PACKAGED_MODEL, resolve_base_model
 from training.finetune import initial_classifier
 
@@ -73,9 +75,10 @@ def _drift(encoder: str | Path, base: str, texts: list[str]) -> float:
     return float(1 - torch.nn.functional.cosine_similarity(ours[real], theirs[real], dim=-1).mean())
 
 
-def _adapted(texts: list[str], tmp_path: Path, **hold: float) -> Path:
+def _adapted(texts: list[str], tmp_path: Path, **hold: float | int) -> Path:
     base = resolve_base_model(PACKAGED_MODEL)
-    return adapt_encoder(texts, base, tmp_path / "held", MOVING.model_copy(update=hold)).encoder_dir
+    name = "-".join(f"{key}={value}" for key, value in hold.items())
+    return adapt_encoder(texts, base, tmp_path / name, MOVING.model_copy(update=hold)).encoder_dir
 
 
 def test_keeping_features_holds_token_states_near_the_base_models(
@@ -144,9 +147,40 @@ def test_the_contrastive_term_keeps_the_texts_apart(
         "base": _mean_pairwise_cosine(base, base, titles),
         "free": _mean_pairwise_cosine(freely_adapted, base, titles),
         "contrastive": _mean_pairwise_cosine(_adapted(titles, tmp_path, mlm_contrastive=5.0), base, titles),
+        # the unmasked views cut to the titles' first 6 tokens, [CLS] included
+        "opening": _mean_pairwise_cosine(
+            _adapted(titles, tmp_path, mlm_contrastive=5.0, mlm_contrastive_view_tokens=6), base, titles
+        ),
     }
     assert cosine["free"] > cosine["base"] + 0.05, cosine  # MLM alone pulls them together
     assert cosine["contrastive"] < cosine["free"] - 0.05, cosine
+    assert cosine["opening"] < cosine["free"] - 0.05, cosine
+
+
+def test_grouped_batches_and_short_views_compute_fewer_positions(tmp_path: Path) -> None:
+    """The two savings of the contrastive adaptation's cost, counted in the positions the encoder ran."""
+    source = SHARED_DATA / "sklearn_surya" / "issues.jsonl"
+    if not source.is_file():
+        pytest.fail(f"the shared issue data is missing: {source}", pytrace=False)
+    issues = [json.loads(line) for line in source.read_text().splitlines()[:96]]
+    # real texts of two lengths: titles alone (under 32 tokens) and issues cut at 32 tokens
+    texts = [f"{i['title']}\n\n{i['body'] or ''}" if n % 2 else i["title"] for n, i in enumerate(issues)]
+    base = resolve_base_model(PACKAGED_MODEL)
+    # the sampler sorts by length within groups of at most a quarter of the texts: enough texts for groups
+    steps, batch, width = 20, 4, SHORT.mlm_max_length
+    update = {"mlm_max_steps": steps, "mlm_batch_size": batch, "mlm_contrastive": 1.0}
+
+    def adapted(**options: object) -> AdaptResult:
+        config = SHORT.model_copy(update={**update, **options})
+        return adapt_encoder(texts, base, tmp_path / str(len(options)), config)
+
+    shuffled = adapted(mlm_group_by_length=False)
+    grouped = adapted(mlm_group_by_length=True, mlm_contrastive_view_tokens=8)
+    # shuffled, most batches hold an issue as long as the limit; grouped, the titles share theirs
+    assert shuffled.tokens_trained <= steps * batch * width
+    assert grouped.tokens_trained < 0.9 * shuffled.tokens_trained
+    assert shuffled.tokens_viewed == shuffled.tokens_trained  # the whole text viewed once more
+    assert 0 < grouped.tokens_viewed <= steps * batch * 8  # only its opening
 
 
 def test_fine_tuning_starts_the_chosen_share_of_the_way_from_the_base_model_to_the_adapted_one(
