@@ -61,21 +61,21 @@ class TrainingConfig(BaseModel):
         "mean token states) where the base model has them, letting the features themselves move",
     )
     mlm_contrastive: float = Field(
-        default=0.0,
+        default=3.0,
         ge=0,
         description="weight of a contrastive term (InfoNCE over the batch) that keeps each masked text's "
         "[CLS] and mean token states closest to its own unmasked text's: issues stay told apart, as MLM "
-        "alone pulls them together; 3 scored best, for ~35% more adaptation time (see benchmarks/)",
+        "alone pulls them together; 0 is plain MLM (benchmarks/MEASUREMENTS.md)",
     )
     mlm_contrastive_temperature: float = Field(default=0.05, gt=0, description="of the contrastive term")
     mlm_contrastive_view_tokens: int | None = Field(
-        default=None,
+        default=128,
         ge=2,
         description="the contrastive term's unmasked view reads only each text's first N tokens (128: about "
         "half its cost); none: the whole text",
     )
     mlm_group_by_length: bool = Field(
-        default=False,
+        default=True,
         description="MLM batches of texts of similar length (less padding: 13% fewer tokens on sklearn)",
     )
     mlm_freeze_word_embeddings: bool = Field(

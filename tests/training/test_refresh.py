@@ -123,10 +123,9 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert metrics["cpu"]["cores"] == os.cpu_count() and metrics["cpu"]["arch"]  # what they were timed on
     assert metrics["training_precision"] == training_precision(TINY.mixed_precision)
     assert metrics["adaptation"]["started_from"] == PACKAGED_MODEL
-    # what adaptation computed: its steps' padded batches, and no contrastive views by default
+    # what adaptation computed: its steps' padded batches, and the contrastive term's views of them
     most = TINY.mlm_max_steps * TINY.mlm_batch_size * TINY.mlm_max_length
-    assert 0 < metrics["adaptation"]["tokens_trained"] <= most
-    assert metrics["adaptation"]["tokens_viewed"] == 0
+    assert 0 < metrics["adaptation"]["tokens_viewed"] <= metrics["adaptation"]["tokens_trained"] <= most
     assert 0 <= metrics["validation"]["best_checkpoint_micro_f1"] <= 1
     assert metrics["validation"]["model_kept"] == "mean of the weights of the last 2 epochs"
     manifest = json.loads((result.bundle_dir / "data_manifest.json").read_text())
