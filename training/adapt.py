@@ -86,13 +86,14 @@ class MaskedOnlyTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, object]:
+        if not return_outputs:
+            self.tokens_trained += inputs["input_ids"].numel()
         head = _mlm_head(model)
         if head is None or return_outputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         masked = labels != -100
         encoder = model.base_model
-        self.tokens_trained += inputs["input_ids"].numel()
         # the encoder and head are called directly, past the autocast that wraps model.forward
         with self.accelerator.autocast():
             if self.frozen_encoder:

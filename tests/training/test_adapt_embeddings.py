@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoTokenizer
 from tests.conftest import SHARED_DATA
 from tests.training.test_mixed_precision import SHORT, titles  # noqa: F401 (fixture)
 from training.adapt import AdaptResult, adapt_encoder
-from training.config import PACKAGED_MODEL, resolve_base_model
+from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
 from training.finetune import initial_classifier
 
 
@@ -75,10 +75,15 @@ def _drift(encoder: str | Path, base: str, texts: list[str]) -> float:
     return float(1 - torch.nn.functional.cosine_similarity(ours[real], theirs[real], dim=-1).mean())
 
 
-def _adapted(texts: list[str], tmp_path: Path, **hold: float | int) -> Path:
+def _adaptation(texts: list[str], tmp_path: Path, config: TrainingConfig, **options: object) -> AdaptResult:
+    """``config`` with ``options`` adapted on ``texts``, in a folder named for the options."""
+    name = "-".join(f"{key}={value}" for key, value in options.items())
     base = resolve_base_model(PACKAGED_MODEL)
-    name = "-".join(f"{key}={value}" for key, value in hold.items())
-    return adapt_encoder(texts, base, tmp_path / name, MOVING.model_copy(update=hold)).encoder_dir
+    return adapt_encoder(texts, base, tmp_path / name, config.model_copy(update=options))
+
+
+def _adapted(texts: list[str], tmp_path: Path, **hold: float | int) -> Path:
+    return _adaptation(texts, tmp_path, MOVING, **hold).encoder_dir
 
 
 def test_keeping_features_holds_token_states_near_the_base_models(
@@ -165,17 +170,12 @@ def test_grouped_batches_and_short_views_compute_fewer_positions(tmp_path: Path)
     issues = [json.loads(line) for line in source.read_text().splitlines()[:96]]
     # real texts of two lengths: titles alone (under 32 tokens) and issues cut at 32 tokens
     texts = [f"{i['title']}\n\n{i['body'] or ''}" if n % 2 else i["title"] for n, i in enumerate(issues)]
-    base = resolve_base_model(PACKAGED_MODEL)
     # the sampler sorts by length within groups of at most a quarter of the texts: enough texts for groups
     steps, batch, width = 20, 4, SHORT.mlm_max_length
-    update = {"mlm_max_steps": steps, "mlm_batch_size": batch, "mlm_contrastive": 1.0}
-
-    def adapted(**options: object) -> AdaptResult:
-        config = SHORT.model_copy(update={**update, **options})
-        return adapt_encoder(texts, base, tmp_path / str(len(options)), config)
-
-    shuffled = adapted(mlm_group_by_length=False)
-    grouped = adapted(mlm_group_by_length=True, mlm_contrastive_view_tokens=8)
+    update = {"mlm_max_steps": steps, "mlm_batch_size": batch, "mlm_contrastive": 3.0}
+    config = SHORT.model_copy(update=update)
+    shuffled = _adaptation(texts, tmp_path, config, mlm_group_by_length=False)
+    grouped = _adaptation(texts, tmp_path, config, mlm_group_by_length=True, mlm_contrastive_view_tokens=8)
     # shuffled, most batches hold an issue as long as the limit; grouped, the titles share theirs
     assert shuffled.tokens_trained <= steps * batch * width
     assert grouped.tokens_trained < 0.9 * shuffled.tokens_trained
