@@ -51,10 +51,15 @@ def test_attention_dropout_reaches_training_attention_of_each_stage(
     with _attention_dropout_seen(monkeypatch) as tuning:
         tuned = finetune_even_odd(adapted.encoder_dir, titles, tmp_path / "ckpt", config)
     # training steps (with gradients) use each stage's dropout; the MLM head warm-up (frozen
-    # encoder) and the evaluation passes run the encoder without gradients and without dropout
-    assert {p for grad, p in adapting if grad} == {base_dropout if mlm_attention_dropout is None else 0.0}
+    # encoder) and the evaluation passes run the encoder without gradients and without dropout; the
+    # contrastive term's unmasked views, also without gradients, take adaptation's dropout: it is
+    # what makes a view differ from its masked text beyond the mask
+    adapting_dropout = base_dropout if mlm_attention_dropout is None else 0.0
+    assert config.mlm_contrastive > 0
+    assert {p for grad, p in adapting if grad} == {adapting_dropout}
     assert {p for grad, p in tuning if grad} == {base_dropout if attention_dropout is None else 0.0}
-    assert {p for grad, p in adapting + tuning if not grad} == {0.0}
+    assert {p for grad, p in adapting if not grad} == {0.0, adapting_dropout}
+    assert {p for grad, p in tuning if not grad} == {0.0}
     assert sum(grad for grad, _ in adapting) == base_config.num_hidden_layers * config.mlm_max_steps
     # the adapted encoder is saved with the base model's setting, whatever adaptation used
     assert AutoConfig.from_pretrained(adapted.encoder_dir).attention_probs_dropout_prob == base_dropout
