@@ -71,8 +71,8 @@ class TrainingConfig(BaseModel):
     mlm_contrastive_view_tokens: int | None = Field(
         default=128,
         ge=2,
-        description="the contrastive term's unmasked view reads only each text's first N tokens (128: about "
-        "half its cost); none: the whole text",
+        description="the contrastive term's unmasked view reads only each text's first N tokens (128: "
+        "about a third of its cost); none: the whole text",
     )
     mlm_group_by_length: bool = Field(
         default=True,
