@@ -3,7 +3,10 @@
 Claiming is a conditional UPDATE, so two workers (threads or replicas on one PostgreSQL
 database) cannot run the same job; a job whose worker died is claimed again when its lease
 runs out. Jobs of one issue run in arrival order, after any earlier repository-wide job
-(label, push) and installation event; jobs of different issues run side by side.
+(label, push) and installation event; jobs of different issues run side by side. A job that has
+failed all its regular tries and only waits out an outage holds back no more than the later
+jobs of its own issue: one issue GitHub keeps failing on must not stop a repository's labeling
+for the hours of ``outage_hours``.
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ class JobQueue:
         """The oldest due job, now leased to the caller; None when there is none."""
         stamp = now()
         with self.store.session() as session:
-            candidates = session.execute(_DUE_UNBLOCKED, {"now": stamp}).all()
+            candidates = session.execute(_DUE_UNBLOCKED, {"now": stamp, "tries": self.max_attempts}).all()
             for job_id, status, lease_until in candidates:
                 # Only the worker whose UPDATE still sees the row as it read it gets the job.
                 statement = _TAKE_NEW if lease_until is None else _TAKE_EXPIRED
@@ -298,7 +301,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _due_unblocked_statement() -> Select:
-    """Up to 5 due jobs that no earlier unfinished job holds back, oldest first; ``:now`` bound.
+    """Up to 5 due jobs that no earlier unfinished job holds back, oldest first; ``:now`` and
+    ``:tries`` (a job's regular tries) bound.
 
     Built once: building this statement costs more than running it.
     """
@@ -315,12 +319,38 @@ def _due_unblocked_statement() -> Select:
         | WebhookJob.issue_number.is_(None)
         | (earlier.issue_number == WebhookJob.issue_number)
     )
+    # Past its regular tries (failed that often: pending again, or running once more), a job
+    # waits out an outage; it and the later jobs of its issue, queued behind it, are "stuck".
+    # A stuck job holds back only its own issue's later jobs: the issues and repository-wide
+    # events after it go on, with the label catalogue and config the store has, rather than
+    # waiting hours for one issue (or one push) GitHub keeps failing on.
+    tries = bindparam("tries")
+
+    def past_tries(job: type[WebhookJob]) -> ColumnElement[bool]:
+        return ((job.status == PENDING) & (job.attempts >= tries)) | (
+            (job.status == RUNNING) & (job.attempts > tries)
+        )
+
+    behind = aliased(WebhookJob)
+    stuck = past_tries(earlier) | (
+        earlier.issue_number.is_not(None)
+        & exists().where(
+            behind.id < earlier.id,
+            behind.repository == earlier.repository,
+            behind.issue_number == earlier.issue_number,
+            behind.status.in_([PENDING, RUNNING]),
+            past_tries(behind),
+        )
+    )
+    same_issue = earlier.issue_number.is_not(None) & (earlier.issue_number == WebhookJob.issue_number)
     blocked = exists().where(
         earlier.id < WebhookJob.id,
         earlier.status.in_([PENDING, RUNNING]),
         or_(
-            (earlier.repository == WebhookJob.repository) & same_scope,
-            earlier.repository.is_(None) & (earlier.installation_id == WebhookJob.installation_id),
+            (earlier.repository == WebhookJob.repository) & (same_issue | (same_scope & ~stuck)),
+            earlier.repository.is_(None)
+            & (earlier.installation_id == WebhookJob.installation_id)
+            & ~past_tries(earlier),
         ),
     )
     # Only the oldest due jobs are checked for being blocked: with a backlog of thousands

@@ -67,6 +67,8 @@ class Labeler:
             recorded = session.scalar(
                 select(Prediction).where(Prediction.delivery_id == delivery.delivery_id)
             )
+            if recorded is not None and recorded.applied_at is None and recorded.labels:
+                self._follow_catalogue(session, repo, recorded)
             plan = _Plan.of(recorded) if recorded is not None else None
             catalogue_known = plan is not None or _has_labels(session, repo)
         config = self.configs.get(repo, installation_id)
@@ -119,6 +121,36 @@ class Labeler:
             record_issue(session)
 
         return Outcome(text, commit_with=close)
+
+    def _follow_catalogue(self, session: Session, repo: str, prediction: Prediction) -> None:
+        """A decision GitHub has not taken yet (failing since) names the labels as they were
+        then: follow those renamed since and drop those deleted, or GitHub would create them
+        anew under the old names. The prediction is corrected so feedback links the labels."""
+        repository = get_repository(session, repo)
+        if repository is None or not _has_labels(session, repo):
+            return  # no catalogue to follow
+        live = set(
+            session.scalars(
+                select(Label.name).where(Label.repository_id == repository.id, Label.deleted_at.is_(None))
+            )
+        )
+        bundle = self.models.get(repo)
+        renamed = current_names(session, repository, bundle) if bundle is not None else {}
+        moved = {name: name if name in live else renamed.get(name) for name in prediction.labels}
+        labels = list(dict.fromkeys(name for name in moved.values() if name))
+        if labels == list(prediction.labels):
+            return
+        log.info(
+            "%s#%d: labels changed since the decision: %s now %s",
+            repo,
+            prediction.issue_number,
+            prediction.labels,
+            labels or "none",
+        )
+        scores = {moved.get(name) or name: score for name, score in prediction.scores.items()}
+        prediction.labels, prediction.scores = labels, scores
+        if not labels:
+            prediction.reason = "its labels were deleted before they could be applied"
 
     def _as_it_is_now(self, repo: str, installation_id: int | None, issue: dict) -> dict | None:
         """The issue as the decision should see it. A delivery that arrives late — redelivered

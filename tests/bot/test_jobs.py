@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import select
 
-from bot.jobs import Delivery, JobQueue
+from bot.jobs import ClaimedJob, Delivery, JobQueue
 from training.store import Store
 from training.store.models import WebhookJob
 from training.store.upserts import now
@@ -140,3 +140,55 @@ def test_an_outage_is_retried_beyond_the_tries_within_its_window_with_capped_wai
     _accept(queue, _delivery("broken", "o/b"))
     job = queue.claim()
     assert job is not None and queue.fail(job, "KeyError: 'x'") is True  # no outage: its one try
+
+
+def test_a_job_past_its_tries_holds_back_only_its_own_issue(store: Store) -> None:
+    """Within its regular tries a failing job keeps the order; waiting out an outage beyond them,
+    it no longer stops the repository: other issues and repository-wide events go on, while the
+    later jobs of its own issue still wait for it."""
+    queue = JobQueue(store, max_attempts=2, retry_seconds=0.3, lease_seconds=60, outage_hours=1)
+    for delivery in (
+        _delivery("push", "o/a", event="push"),
+        _delivery("opened-1", "o/a", number=1),
+        _delivery("labeled-1", "o/a", number=1),
+    ):
+        _accept(queue, delivery)
+    push = _next(queue, "push")
+    assert queue.fail(push, "GithubException: 502", outage=True) is False
+    assert queue.claim() is None  # one failure: the issues wait for its retry
+    push = _next(queue, "push")
+    assert queue.claim() is None  # its second try runs: still in order
+    assert queue.fail(push, "GithubException: 502", outage=True) is False  # now past its 2 tries
+    opened = _next(queue, "opened-1")
+    assert queue.claim() is None  # "labeled-1" waits for "opened-1"
+    assert queue.fail(opened, "GithubException: 503", outage=True) is False
+    _accept(queue, _delivery("label-created", "o/a", event="label"))
+    _accept(queue, _delivery("opened-2", "o/a", number=2))
+    assert queue.claim() is None  # the label event waits for issue 1's retry, issue 2 for it
+    opened = _next(queue, "opened-1")
+    assert queue.fail(opened, "GithubException: 503", outage=True) is False  # past its tries too
+    label = _next(queue, "label-created")
+    queue.finish(label, "ok")
+    two = _next(queue, "opened-2")
+    queue.finish(two, "ok")
+    assert queue.status_of("labeled-1") == "pending"
+
+    finished = []  # GitHub is back: the two run again, and issue 1 keeps its order
+    while len(finished) < 3:
+        job = _next(queue)
+        queue.finish(job, "ok")
+        finished.append(job.delivery.delivery_id)
+    assert sorted(finished) == ["labeled-1", "opened-1", "push"]
+    assert finished.index("opened-1") < finished.index("labeled-1")
+
+
+def _next(queue: JobQueue, delivery_id: str | None = None) -> ClaimedJob:
+    """The next job to fall due (``delivery_id``, when given), claimed; fails after 5 s."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        job = queue.claim()
+        if job is not None:
+            assert delivery_id in (None, job.delivery.delivery_id), job.delivery.delivery_id
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"{delivery_id or 'no job'} fell due")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from sqlalchemy import event, select
 
-from tests.bot.conftest import REPO, BotUnderTest, start_bot
-from tests.bot.helpers import API_TOKEN, build_bundle, wait_for
+from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest, start_bot
+from tests.bot.helpers import API_TOKEN, build_bundle, example, wait_for
 from tests.fakegithub.server import Fault, secondary_rate_limit
 from training.registry import Registry
 from training.store.models import Prediction, WebhookJob
@@ -67,6 +67,57 @@ def test_a_job_waiting_out_an_outage_shows_why_in_the_status(bot: BotUnderTest) 
     wait_for(lambda: bot.job_status("w-1") == "done", what="the job once GitHub is back")
     assert status()["retrying_jobs"] == []
     assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
+@pytest.mark.parametrize("bot_settings", [{"job_retry_max_seconds": 0.2}])
+def test_an_issue_github_keeps_failing_on_does_not_hold_back_the_repository(bot: BotUnderTest) -> None:
+    """Past its tries, a job waiting out an outage holds back only its own issue: a label
+    renamed after it is followed, and the next issue is labeled, while it still waits."""
+    stuck = bot.open_issue()
+    path = rf"/repos/{REPO}/issues/{stuck['number']}/labels"
+    bot.fake.faults.append(Fault(path=path, method="POST", status=503, times=10_000))
+    bot.send_issue("opened", stuck, delivery_id="stuck-1")
+
+    def past_its_tries() -> bool:
+        with bot.services.store.session() as session:
+            job = session.scalar(select(WebhookJob).where(WebhookJob.delivery_id == "stuck-1"))
+            return job.status == "pending" and job.attempts >= bot.settings.job_max_attempts
+
+    wait_for(past_its_tries, what="the job to fail all its regular tries")
+
+    bot.fake.rename_label(bot.repo, "bug", "type: bug")
+    renamed = example("label", "edited")
+    renamed.update(
+        label=dict(bot.fake.label_json(bot.repo, "type: bug")),
+        changes={"name": {"from": "bug"}},
+        repository=bot.repository,
+        installation={"id": INSTALLATION},
+    )
+    bot.deliver.send("label", renamed, delivery_id="rename-1")
+    later = bot.open_issue()
+    bot.send_issue("opened", later, delivery_id="later-1")
+    wait_for(lambda: bot.job_status("later-1") == "done", what="the later issue's job")
+    assert bot.job_status("rename-1") == "done"
+    assert bot.labels_on(later["number"]) == ["documentation", "type: bug"]
+    assert bot.job_status("stuck-1") == "pending" and bot.labels_on(stuck["number"]) == []
+
+    deleted = example("label", "deleted")
+    deleted.update(
+        label=dict(bot.fake.label_json(bot.repo, "documentation")),
+        repository=bot.repository,
+        installation={"id": INSTALLATION},
+    )
+    bot.repo.labels.pop("documentation")
+    bot.deliver.send("label", deleted, delivery_id="delete-1")
+    wait_for(lambda: bot.job_status("delete-1") == "done", what="the label deletion")
+    bot.fake.faults.clear()
+    wait_for(lambda: bot.job_status("stuck-1") == "done", what="the stuck job once GitHub is back")
+    # decided as "bug" and "documentation": the rename followed, the deleted label not created anew
+    assert bot.labels_on(stuck["number"]) == ["type: bug"]
+    assert "documentation" not in bot.repo.labels
+    with bot.services.store.session() as session:
+        prediction = session.scalar(select(Prediction).where(Prediction.delivery_id == "stuck-1"))
+        assert prediction is not None and prediction.labels == ["type: bug"]
 
 
 @pytest.mark.parametrize("bot_settings", [{"job_outage_hours": 0}])  # no outage waited out
