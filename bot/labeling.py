@@ -131,7 +131,11 @@ class Labeler:
             return  # no catalogue to follow
         live = set(
             session.scalars(
-                select(Label.name).where(Label.repository_id == repository.id, Label.deleted_at.is_(None))
+                select(Label.name).where(
+                    Label.repository_id == repository.id,
+                    Label.deleted_at.is_(None),
+                    Label.name.in_(list(prediction.labels)),
+                )
             )
         )
         bundle = self.models.get(repo)
