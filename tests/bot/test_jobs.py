@@ -146,7 +146,8 @@ def test_a_job_past_its_tries_holds_back_only_its_own_issue(store: Store) -> Non
     """Within its regular tries a failing job keeps the order; waiting out an outage beyond them,
     it no longer stops the repository: other issues and repository-wide events go on, while the
     later jobs of its own issue still wait for it."""
-    queue = JobQueue(store, max_attempts=2, retry_seconds=0.3, lease_seconds=60, outage_hours=1)
+    # waits of 1 s and 2 s: long enough that no retry falls due between two lines of the test
+    queue = JobQueue(store, max_attempts=2, retry_seconds=1.0, lease_seconds=60, outage_hours=1)
     for delivery in (
         _delivery("push", "o/a", event="push"),
         _delivery("opened-1", "o/a", number=1),
@@ -183,12 +184,12 @@ def test_a_job_past_its_tries_holds_back_only_its_own_issue(store: Store) -> Non
 
 
 def _next(queue: JobQueue, delivery_id: str | None = None) -> ClaimedJob:
-    """The next job to fall due (``delivery_id``, when given), claimed; fails after 5 s."""
-    deadline = time.monotonic() + 5
+    """The next job to fall due (``delivery_id``, when given), claimed; fails after 10 s."""
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         job = queue.claim()
         if job is not None:
             assert delivery_id in (None, job.delivery.delivery_id), job.delivery.delivery_id
             return job
         time.sleep(0.01)
-    raise AssertionError(f"{delivery_id or 'no job'} fell due")
+    raise AssertionError(f"{delivery_id or 'no job'} did not fall due in 10 s")

@@ -99,7 +99,8 @@ def test_an_issue_github_keeps_failing_on_does_not_hold_back_the_repository(bot:
     wait_for(lambda: bot.job_status("later-1") == "done", what="the later issue's job")
     assert bot.job_status("rename-1") == "done"
     assert bot.labels_on(later["number"]) == ["documentation", "type: bug"]
-    assert bot.job_status("stuck-1") == "pending" and bot.labels_on(stuck["number"]) == []
+    assert bot.job_status("stuck-1") in {"pending", "running"}  # still waiting it out
+    assert bot.labels_on(stuck["number"]) == []
 
     deleted = example("label", "deleted")
     deleted.update(
