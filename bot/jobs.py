@@ -314,11 +314,7 @@ def _due_unblocked_statement() -> Select:
     # Per issue, after repository-wide and installation events, jobs run in arrival order:
     # "labeled" never overtakes "opened", nor an issue event the installation it needs.
     earlier = aliased(WebhookJob)
-    same_scope = (
-        earlier.issue_number.is_(None)
-        | WebhookJob.issue_number.is_(None)
-        | (earlier.issue_number == WebhookJob.issue_number)
-    )
+    repository_wide = earlier.issue_number.is_(None) | WebhookJob.issue_number.is_(None)
     # Past its regular tries (failed that often: pending again, or running once more), a job
     # waits out an outage; it and the later jobs of its issue, queued behind it, are "stuck".
     # A stuck job holds back only its own issue's later jobs: the issues and repository-wide
@@ -347,7 +343,7 @@ def _due_unblocked_statement() -> Select:
         earlier.id < WebhookJob.id,
         earlier.status.in_([PENDING, RUNNING]),
         or_(
-            (earlier.repository == WebhookJob.repository) & (same_issue | (same_scope & ~stuck)),
+            (earlier.repository == WebhookJob.repository) & (same_issue | (repository_wide & ~stuck)),
             earlier.repository.is_(None)
             & (earlier.installation_id == WebhookJob.installation_id)
             & ~past_tries(earlier),

@@ -9,6 +9,7 @@ import time
 from sqlalchemy import select
 
 from bot.jobs import ClaimedJob, Delivery, JobQueue
+from tests.bot.helpers import wait_for
 from training.store import Store
 from training.store.models import WebhookJob
 from training.store.upserts import now
@@ -184,12 +185,7 @@ def test_a_job_past_its_tries_holds_back_only_its_own_issue(store: Store) -> Non
 
 
 def _next(queue: JobQueue, delivery_id: str | None = None) -> ClaimedJob:
-    """The next job to fall due (``delivery_id``, when given), claimed; fails after 10 s."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        job = queue.claim()
-        if job is not None:
-            assert delivery_id in (None, job.delivery.delivery_id), job.delivery.delivery_id
-            return job
-        time.sleep(0.01)
-    raise AssertionError(f"{delivery_id or 'no job'} did not fall due in 10 s")
+    """The next job to fall due (``delivery_id``, when given), claimed."""
+    job = wait_for(queue.claim, timeout=10, what=f"{delivery_id or 'a job'} to fall due")
+    assert delivery_id in (None, job.delivery.delivery_id), job.delivery.delivery_id
+    return job
