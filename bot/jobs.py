@@ -216,10 +216,25 @@ class JobQueue:
 
     def retrying(self, limit: int = 20) -> list[dict[str, object]]:
         """Jobs waiting for another try after a failure (through a GitHub outage, say): pending
-        by their status, and the reason they wait only here."""
-        return self._listed((WebhookJob.status == PENDING) & WebhookJob.last_error.is_not(None), limit)
+        by their status, and the reason they wait and what they hold back only here."""
+        return self._listed(
+            (WebhookJob.status == PENDING) & WebhookJob.last_error.is_not(None), limit, holds_back=True
+        )
 
-    def _listed(self, where: ColumnElement[bool], limit: int) -> list[dict[str, object]]:
+    def holds_back(self, job: WebhookJob) -> str:
+        """Which later jobs a pending job keeps waiting, in the claim statement's terms."""
+        past_tries = job.attempts >= self.max_attempts
+        if job.repository is None:
+            return "nothing" if past_tries else "the installation's later jobs"
+        if job.issue_number is None:
+            return "nothing" if past_tries else "the repository's later jobs"
+        if past_tries:
+            return "its issue's later jobs"
+        return "its issue's later jobs, and the repository's from its next label or push event on"
+
+    def _listed(
+        self, where: ColumnElement[bool], limit: int, *, holds_back: bool = False
+    ) -> list[dict[str, object]]:
         with self.store.session() as session:
             rows = session.scalars(
                 select(WebhookJob).where(where).order_by(WebhookJob.id.desc()).limit(limit)
@@ -234,6 +249,7 @@ class JobQueue:
                 "error": r.last_error,
                 "received_at": _iso(r.received_at),
                 **({"next_attempt_at": _iso(r.next_attempt_at)} if r.status == PENDING else {}),
+                **({"holds_back": self.holds_back(r)} if holds_back else {}),
             }
             for r in rows
         ]

@@ -158,17 +158,21 @@ def test_a_job_past_its_tries_holds_back_only_its_own_issue(store: Store) -> Non
     push = _next(queue, "push")
     assert queue.fail(push, "GithubException: 502", outage=True) is False
     assert queue.claim() is None  # one failure: the issues wait for its retry
+    assert _holding(queue) == {"push": "the repository's later jobs"}
     push = _next(queue, "push")
     assert queue.claim() is None  # its second try runs: still in order
     assert queue.fail(push, "GithubException: 502", outage=True) is False  # now past its 2 tries
+    assert _holding(queue) == {"push": "nothing"}
     opened = _next(queue, "opened-1")
     assert queue.claim() is None  # "labeled-1" waits for "opened-1"
     assert queue.fail(opened, "GithubException: 503", outage=True) is False
     _accept(queue, _delivery("label-created", "o/a", event="label"))
     _accept(queue, _delivery("opened-2", "o/a", number=2))
     assert queue.claim() is None  # the label event waits for issue 1's retry, issue 2 for it
+    assert _holding(queue)["opened-1"].startswith("its issue's later jobs, and the repository's")
     opened = _next(queue, "opened-1")
     assert queue.fail(opened, "GithubException: 503", outage=True) is False  # past its tries too
+    assert _holding(queue) == {"push": "nothing", "opened-1": "its issue's later jobs"}
     label = _next(queue, "label-created")
     queue.finish(label, "ok")
     two = _next(queue, "opened-2")
@@ -182,6 +186,11 @@ def test_a_job_past_its_tries_holds_back_only_its_own_issue(store: Store) -> Non
         finished.append(job.delivery.delivery_id)
     assert sorted(finished) == ["labeled-1", "opened-1", "push"]
     assert finished.index("opened-1") < finished.index("labeled-1")
+
+
+def _holding(queue: JobQueue) -> dict[object, object]:
+    """What each job waiting for a retry holds back, as /status lists it."""
+    return {job["delivery_id"]: job["holds_back"] for job in queue.retrying()}
 
 
 def _next(queue: JobQueue, delivery_id: str | None = None) -> ClaimedJob:

@@ -62,6 +62,7 @@ def test_a_job_waiting_out_an_outage_shows_why_in_the_status(bot: BotUnderTest) 
     during = wait_for(beyond_its_tries, what="the job to be retried beyond its tries")
     (job,) = during["retrying_jobs"]
     assert job["delivery_id"] == "w-1" and "503" in job["error"] and job["next_attempt_at"]
+    assert job["holds_back"] == "its issue's later jobs"  # past its tries: not the repository
     assert during["failed_jobs"] == [] and during["jobs"].get("failed", 0) == 0
     bot.fake.faults.clear()
     wait_for(lambda: bot.job_status("w-1") == "done", what="the job once GitHub is back")
