@@ -7,7 +7,10 @@ on validation, unreliable labels never applied) and resamples the test issues wi
 the same resampled issues for both methods and every seed. Prints, per seed and for the mean over
 the seeds, the difference A − B in micro F1, macro F1 and macro AP, its 95% interval, and how
 often A is behind in the resamples. It measures the noise of the test split only: the seeds
-themselves stand for the noise of training.
+themselves stand for the noise of training. ``macro_f1_measurable`` is macro F1 over the labels
+with at least ``--min-support`` positives among the test issues (chosen once, on the whole
+split): a label with one test issue scores 0 or 1 by that issue alone and moves macro F1 by
+five points either way.
 
     python benchmarks/quality.py --datasets sklearn --seeds 42,43,44 --scores-dir /tmp/scores
     python -m benchmarks.paired --a "adapted=/tmp/scores/sklearn_finetune_adapted_*.npz" \\
@@ -30,7 +33,7 @@ from training.config import TrainingConfig
 from training.machine import cpu_info
 from training.metrics import decide, tune_thresholds
 
-MEASURES = ("micro_f1", "macro_f1", "macro_ap")
+MEASURES = ("micro_f1", "macro_f1", "macro_f1_measurable", "macro_ap")
 
 
 @dataclass(frozen=True)
@@ -90,12 +93,20 @@ def average_precision(targets: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(precisions)) if precisions else 0.0
 
 
-def measure(run: Served, rows: np.ndarray | None = None) -> dict[str, float]:
+def measure(run: Served, rows: np.ndarray | None = None, *, min_support: int = 5) -> dict[str, float]:
+    """The measures of a run on its test issues (``rows`` of them, repeated ones included)."""
     targets = run.targets if rows is None else run.targets[rows]
     decided = run.decided if rows is None else run.decided[rows]
     probabilities = run.probabilities if rows is None else run.probabilities[rows]
     micro, macro = f1_scores(targets.astype(bool), decided.astype(bool))
-    return {"micro_f1": micro, "macro_f1": macro, "macro_ap": average_precision(targets, probabilities)}
+    measurable = run.targets.sum(axis=0) >= min_support
+    _, macro_measurable = f1_scores(targets[:, measurable].astype(bool), decided[:, measurable].astype(bool))
+    return {
+        "micro_f1": micro,
+        "macro_f1": macro,
+        "macro_f1_measurable": macro_measurable if measurable.any() else 0.0,
+        "macro_ap": average_precision(targets, probabilities),
+    }
 
 
 def summarise(differences: np.ndarray, observed: float) -> dict[str, float]:
@@ -115,6 +126,9 @@ def main() -> int:
     parser.add_argument("--b", required=True, help="NAME=GLOB of the score files of method B")
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0, help="of the resampling")
+    parser.add_argument(
+        "--min-support", type=int, default=5, help="test positives a label needs for macro_f1_measurable"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "paired.json")
     args = parser.parse_args()
     config = TrainingConfig()
@@ -131,13 +145,21 @@ def main() -> int:
         if labels_a != labels_b or not np.array_equal(runs_a[seed].targets, runs_b[seed].targets):
             parser.error(f"seed {seed}: the two runs were scored on different test issues or labels")
     issues = len(runs_a[seeds[0]].targets)
-    whole = {seed: (measure(runs_a[seed]), measure(runs_b[seed])) for seed in seeds}
+    support = args.min_support
+    measurable = [
+        name for name, n in zip(labels_a, runs_a[seeds[0]].targets.sum(axis=0), strict=True) if n >= support
+    ]
+    whole = {
+        seed: (measure(runs_a[seed], min_support=support), measure(runs_b[seed], min_support=support))
+        for seed in seeds
+    }
     observed = {seed: {k: whole[seed][0][k] - whole[seed][1][k] for k in MEASURES} for seed in seeds}
     draws = np.random.default_rng(args.seed).integers(0, issues, size=(args.resamples, issues))
     resampled = {seed: {k: np.empty(args.resamples) for k in MEASURES} for seed in seeds}
     for i, rows in enumerate(draws):
         for seed in seeds:
-            a, b = measure(runs_a[seed], rows), measure(runs_b[seed], rows)
+            a = measure(runs_a[seed], rows, min_support=support)
+            b = measure(runs_b[seed], rows, min_support=support)
             for k in MEASURES:
                 resampled[seed][k][i] = a[k] - b[k]
     report: dict[str, dict[str, object]] = {}
@@ -153,6 +175,7 @@ def main() -> int:
         for k in MEASURES
     }
     print(f"{name_a} − {name_b}: {issues} test issues, {len(labels_a)} labels, {args.resamples} resamples")
+    print(f"measurable (≥ {support} test positives): {', '.join(measurable)}")
     header = f"{'':<16}" + "".join(f"{k:>30}" for k in MEASURES)
     print(header)
     print("-" * len(header))
@@ -167,6 +190,7 @@ def main() -> int:
     args.out.write_text(
         json.dumps(
             {"a": args.a, "b": args.b, "test_issues": issues, "resamples": args.resamples, "cpu": cpu_info()}
+            | {"min_support": support, "measurable_labels": measurable}
             | {"results": report},
             indent=2,
         )

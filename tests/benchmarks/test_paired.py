@@ -34,3 +34,18 @@ def test_measure_of_a_run_against_itself_differs_by_nothing() -> None:
     run = _run(np.random.default_rng(3))
     rows = np.arange(len(run.targets))[::-1]
     assert measure(run) == measure(run, rows)
+
+
+def test_measurable_macro_f1_keeps_the_labels_of_the_whole_split_in_every_resample() -> None:
+    rng = np.random.default_rng(11)
+    run = _run(rng)
+    run.targets[:, 0] = 0
+    run.targets[:2, 0] = 1  # two test positives: below the support asked
+    kept = run.targets.sum(axis=0) >= 5
+    assert not kept[0] and not kept[-1] and kept[1:-1].any()
+    for _ in range(10):
+        rows = rng.integers(0, len(run.targets), size=len(run.targets))
+        expected = f1_score(
+            run.targets[rows][:, kept], run.decided[rows][:, kept], average="macro", zero_division=0
+        )
+        assert np.isclose(measure(run, rows, min_support=5)["macro_f1_measurable"], expected)
