@@ -222,7 +222,9 @@ class JobQueue:
         )
 
     def holds_back(self, job: WebhookJob) -> str:
-        """Which later jobs a pending job keeps waiting, in the claim statement's terms."""
+        """Which later jobs a pending job keeps waiting, in the claim statement's terms. (A job
+        queued behind a stuck one of its issue is stuck too, but never in this list: it cannot
+        run, so it cannot fail, before the stuck one ends.)"""
         past_tries = job.attempts >= self.max_attempts
         if job.repository is None:
             return "nothing" if past_tries else "the installation's later jobs"
