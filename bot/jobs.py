@@ -223,8 +223,9 @@ class JobQueue:
 
     def holds_back(self, job: WebhookJob) -> str:
         """Which later jobs a pending job keeps waiting, in the claim statement's terms. (A job
-        queued behind a stuck one of its issue is stuck too, but never in this list: it cannot
-        run, so it cannot fail, before the stuck one ends.)"""
+        queued behind a stuck one of its issue is stuck too, but is not read for here: it
+        cannot run, so cannot fail, before that one ends — unless that one is a failed job
+        redelivered since.)"""
         past_tries = job.attempts >= self.max_attempts
         if job.repository is None:
             return "nothing" if past_tries else "the installation's later jobs"
