@@ -100,11 +100,15 @@ def measure(run: Served, rows: np.ndarray | None = None, *, min_support: int = 5
     probabilities = run.probabilities if rows is None else run.probabilities[rows]
     micro, macro = f1_scores(targets.astype(bool), decided.astype(bool))
     measurable = run.targets.sum(axis=0) >= min_support
-    _, macro_measurable = f1_scores(targets[:, measurable].astype(bool), decided[:, measurable].astype(bool))
+    macro_measurable = (
+        f1_scores(targets[:, measurable].astype(bool), decided[:, measurable].astype(bool))[1]
+        if measurable.any()
+        else 0.0
+    )
     return {
         "micro_f1": micro,
         "macro_f1": macro,
-        "macro_f1_measurable": macro_measurable if measurable.any() else 0.0,
+        "macro_f1_measurable": macro_measurable,
         "macro_ap": average_precision(targets, probabilities),
     }
 
