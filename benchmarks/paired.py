@@ -93,17 +93,20 @@ def average_precision(targets: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(precisions)) if precisions else 0.0
 
 
+def measurable(run: Served, min_support: int) -> np.ndarray:
+    """The labels with at least ``min_support`` positives among the run's whole test split."""
+    return run.targets.sum(axis=0) >= min_support
+
+
 def measure(run: Served, rows: np.ndarray | None = None, *, min_support: int = 5) -> dict[str, float]:
     """The measures of a run on its test issues (``rows`` of them, repeated ones included)."""
     targets = run.targets if rows is None else run.targets[rows]
     decided = run.decided if rows is None else run.decided[rows]
     probabilities = run.probabilities if rows is None else run.probabilities[rows]
     micro, macro = f1_scores(targets.astype(bool), decided.astype(bool))
-    measurable = run.targets.sum(axis=0) >= min_support
+    kept = measurable(run, min_support)
     macro_measurable = (
-        f1_scores(targets[:, measurable].astype(bool), decided[:, measurable].astype(bool))[1]
-        if measurable.any()
-        else 0.0
+        f1_scores(targets[:, kept].astype(bool), decided[:, kept].astype(bool))[1] if kept.any() else 0.0
     )
     return {
         "micro_f1": micro,
@@ -150,9 +153,7 @@ def main() -> int:
             parser.error(f"seed {seed}: the two runs were scored on different test issues or labels")
     issues = len(runs_a[seeds[0]].targets)
     support = args.min_support
-    measurable = [
-        name for name, n in zip(labels_a, runs_a[seeds[0]].targets.sum(axis=0), strict=True) if n >= support
-    ]
+    kept = [name for name, k in zip(labels_a, measurable(runs_a[seeds[0]], support), strict=True) if k]
     whole = {
         seed: (measure(runs_a[seed], min_support=support), measure(runs_b[seed], min_support=support))
         for seed in seeds
@@ -179,7 +180,7 @@ def main() -> int:
         for k in MEASURES
     }
     print(f"{name_a} − {name_b}: {issues} test issues, {len(labels_a)} labels, {args.resamples} resamples")
-    print(f"measurable (≥ {support} test positives): {', '.join(measurable)}")
+    print(f"measurable (≥ {support} test positives): {', '.join(kept)}")
     header = f"{'':<16}" + "".join(f"{k:>30}" for k in MEASURES)
     print(header)
     print("-" * len(header))
@@ -194,7 +195,7 @@ def main() -> int:
     args.out.write_text(
         json.dumps(
             {"a": args.a, "b": args.b, "test_issues": issues, "resamples": args.resamples, "cpu": cpu_info()}
-            | {"min_support": support, "measurable_labels": measurable}
+            | {"min_support": support, "measurable_labels": kept}
             | {"results": report},
             indent=2,
         )

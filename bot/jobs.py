@@ -221,7 +221,7 @@ class JobQueue:
             (WebhookJob.status == PENDING) & WebhookJob.last_error.is_not(None), limit, holds_back=True
         )
 
-    def holds_back(self, job: WebhookJob) -> str:
+    def _holds_back(self, job: WebhookJob) -> str:
         """Which later jobs a pending job keeps waiting, in the claim statement's terms. (A job
         queued behind a stuck one of its issue is stuck too, but is not read for here: it
         cannot run, so cannot fail, before that one ends — unless that one is a failed job
@@ -252,7 +252,7 @@ class JobQueue:
                 "error": r.last_error,
                 "received_at": _iso(r.received_at),
                 **({"next_attempt_at": _iso(r.next_attempt_at)} if r.status == PENDING else {}),
-                **({"holds_back": self.holds_back(r)} if holds_back else {}),
+                **({"holds_back": self._holds_back(r)} if holds_back else {}),
             }
             for r in rows
         ]
