@@ -6,6 +6,7 @@ measured by benchmarks/, not here.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from training.bundle import Bundle, BundleError, inference_session, write_manife
 from training.classifier import load_classifier
 from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
 from training.distill import keep_layers, shallow_copy
-from training.export import export_onnx
+from training.export import export_onnx, quantize_int8
 from training.finetune import finetune, predict_probabilities
 from training.precision import training_precision
 from training.refresh import run_refresh, summary_table
@@ -220,6 +221,16 @@ def test_stages_compose_by_hand_and_onnx_matches_pytorch(
     inference_session(folder / "model.onnx", 1, save_optimized_to=tmp_path / "as_run.onnx")
     as_run = {n.op_type for n in onnx.load(str(tmp_path / "as_run.onnx")).graph.node}
     assert "LayerNormalization" in as_run and "SkipLayerNormalization" not in as_run
+
+    # INT8 scores each issue on its own, as the bot serves it: dynamic quantization scales a
+    # batch by its whole range, so in a batch an issue's scores would move with its neighbours.
+    quantize_int8(folder / "model.onnx", tmp_path / "int8.onnx")
+    shutil.copy(tmp_path / "int8.onnx", folder / "model.onnx")
+    write_manifest(folder, {"version": "by-hand", "repo": REPO, "max_length": 32, "precision": "int8"})
+    int8 = Bundle(folder)
+    alone = np.vstack([int8.probabilities([text]) for text in texts])
+    assert np.array_equal(int8.probabilities(texts), alone)
+    assert not np.array_equal(int8.probabilities(texts, batch_size=len(texts)), alone)
 
 
 def test_refresh_cli_rejects_a_bad_config_file(tmp_path: Path) -> None:
