@@ -14,7 +14,9 @@ Prints a table and writes JSON. Slow: each transformer fine-tune takes minutes o
 For the transformer, micro / macro F1 are as served (labels it may not apply count as misses);
 ``every_label_*`` scores it on every label, as the baselines are scored. ``macro_ap`` (mean
 average precision over the labels with a test positive) needs no threshold: it tells how well
-each method ranks, apart from the thresholds tuned on a small validation split.
+each method ranks, apart from the thresholds tuned on a small validation split. With ``--int8``
+each transformer is also exported, quantized and scored as a refresh would serve it in INT8
+(``int8_*``; ``int8_changed_decisions`` counts the test decisions INT8 changes).
 
 With the whole training set, a seed trains exactly what a refresh with that seed trains (same
 dataset, same order), so a refresh's scores can be reproduced here.
@@ -26,6 +28,7 @@ import argparse
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,12 +41,14 @@ import torch
 from training import baselines
 from training.adapt import adapt_encoder
 from training.allocator import keep_freed_memory
+from training.bundle import Bundle, write_manifest, write_serving_files
 from training.config import TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, IssueDataset, build_dataset
-from training.finetune import finetune, predict_probabilities
+from training.export import export_onnx, quantize_int8
+from training.finetune import FineTuneResult, finetune, predict_probabilities
 from training.jsonl_import import import_jsonl
 from training.machine import cpu_info
-from training.metrics import decide, macro_average_precision, scores, tune_thresholds
+from training.metrics import Thresholds, decide, macro_average_precision, scores, tune_thresholds
 from training.precision import training_precision
 from training.quickstart import DEFAULT_DATA_DIR, sample_settings
 from training.settings import load_settings
@@ -83,6 +88,7 @@ def _transformer(
     config: TrainingConfig,
     workdir: Path,
     scores_file: Path | None = None,
+    with_int8: bool = False,
 ) -> dict[str, object]:
     labels = data.label_names
     validation = (data.texts("validation"), data.targets("validation"))
@@ -103,12 +109,46 @@ def _transformer(
             test_probabilities=test_probs,
             test_targets=data.targets("test"),
         )
+    int8 = (
+        int8_as_served(tuned, labels, thresholds, config.max_length, data.texts("test"), workdir / "int8")
+        if with_int8
+        else None
+    )
+    if int8 is not None:
+        served_int8 = scores(labels, data.targets("test"), int8)
+        served = served | {
+            "int8_micro_f1": served_int8["micro_f1"],
+            "int8_macro_f1": served_int8["macro_f1"],
+            "int8_changed_decisions": int((int8 != decide(test_probs, labels, thresholds)).sum()),
+        }
     return served | {
         "macro_ap": macro_average_precision(data.targets("test"), test_probs),
         "every_label_micro_f1": every["micro_f1"],
         "every_label_macro_f1": every["macro_f1"],
         "applied_labels": sum(thresholds.reliable.values()),
     }
+
+
+def int8_as_served(
+    tuned: FineTuneResult,
+    labels: list[str],
+    thresholds: Thresholds,
+    max_length: int,
+    texts: list[str],
+    folder: Path,
+) -> np.ndarray:
+    """The decisions of the fine-tuned model as a refresh would serve it in INT8: exported,
+    quantized, wrapped as a bundle with the PyTorch model's thresholds, scored one issue at a time.
+    The bundle is left in ``folder``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    write_serving_files(folder, tuned.tokenizer, labels, thresholds)
+    fp32 = export_onnx(tuned.model, tuned.tokenizer, folder.parent / f"{folder.name}_fp32.onnx")
+    quantize_int8(fp32, folder / "model.onnx")
+    info = {"version": "quality", "repo": "benchmark", "max_length": max_length, "precision": "int8"}
+    write_manifest(folder, info)
+    bundle = Bundle(folder, threads=torch.get_num_threads())
+    return bundle.decide(bundle.probabilities(texts))
 
 
 def training_process(config_path: Path | None) -> TrainingConfig:
@@ -143,6 +183,11 @@ def main() -> int:
         "(settings that act after adaptation, such as mlm_interpolation, can then be compared for "
         "the fine-tune's time alone)",
     )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also score each transformer as a refresh would serve it in INT8 (one issue at a time)",
+    )
     args = parser.parse_args()
     config = training_process(args.config)
     methods = args.methods.split(",")
@@ -158,7 +203,16 @@ def main() -> int:
             for seed in seeds:
                 seed_config = config.model_copy(update={"seed": seed})
                 measured = _measure(
-                    name, data, methods, sizes, base, seed_config, workdir, args.scores_dir, args.encoders_dir
+                    name,
+                    data,
+                    methods,
+                    sizes,
+                    base,
+                    seed_config,
+                    workdir,
+                    args.scores_dir,
+                    args.encoders_dir,
+                    args.int8,
                 )
                 for row in measured:
                     results.append(row)
@@ -167,7 +221,8 @@ def main() -> int:
                         f"{name:<10} {row['method']:<17} train {row['train_size']:>5}  seed {seed}  "
                         f"micro F1 {row['micro_f1']:.3f}  macro F1 {row['macro_f1']:.3f}  "
                         f"macro AP {row['macro_ap']:.3f}  "
-                        f"({row['seconds']:.0f}s)",
+                        + (f"INT8 micro F1 {row['int8_micro_f1']:.3f}  " if "int8_micro_f1" in row else "")
+                        + f"({row['seconds']:.0f}s)",
                         flush=True,
                     )
     print(learning_curve_table(results))
@@ -186,6 +241,7 @@ def _measure(
     workdir: Path,
     scores_dir: Path | None = None,
     encoders_dir: Path | None = None,
+    with_int8: bool = False,
 ) -> Iterator[dict[str, object]]:
     """One row per training-set size and method, trained with ``config.seed``."""
     labels = data.label_names
@@ -217,10 +273,10 @@ def _measure(
             elif method == "tfidf_logreg":
                 result = baselines.tfidf_logreg(labels, train, validation, test)
             elif method == "finetune":
-                result = _transformer(base, base, data, train, config, workdir / "ft", kept)
+                result = _transformer(base, base, data, train, config, workdir / "ft", kept, with_int8)
             else:
                 assert encoder is not None
-                result = _transformer(encoder, base, data, train, config, workdir / "fta", kept)
+                result = _transformer(encoder, base, data, train, config, workdir / "fta", kept, with_int8)
             row = {
                 "dataset": name,
                 "method": method,
@@ -231,11 +287,20 @@ def _measure(
                 "split": data.split_method,
                 "seconds": round(time.monotonic() - started, 1),
             }
-            for key in ("micro_f1", "macro_f1", "macro_ap", "every_label_micro_f1", "every_label_macro_f1"):
+            for key in (
+                "micro_f1",
+                "macro_f1",
+                "macro_ap",
+                "every_label_micro_f1",
+                "every_label_macro_f1",
+                "int8_micro_f1",
+                "int8_macro_f1",
+            ):
                 if key in result:
                     row[key] = round(float(result[key]), 4)  # type: ignore[arg-type]
-            if "applied_labels" in result:
-                row["applied_labels"] = result["applied_labels"]
+            for key in ("applied_labels", "int8_changed_decisions"):
+                if key in result:
+                    row[key] = result[key]
             yield row
 
 

@@ -47,6 +47,22 @@ def write_manifest(folder: Path, info: dict[str, object]) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
+def write_serving_files(
+    folder: Path,
+    tokenizer: object,
+    labels: list[str],
+    thresholds: Thresholds,
+    node_ids: dict[str, str] | None = None,
+) -> None:
+    """What a bundle serves besides its model: tokenizer, labels, thresholds (and the labels'
+    GitHub node ids, to follow renames). ``tokenizer`` is a transformers tokenizer."""
+    tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    (folder / "labels.json").write_text(json.dumps(labels, indent=2))
+    (folder / "thresholds.json").write_text(json.dumps(thresholds.to_json(), indent=2))
+    if node_ids is not None:
+        (folder / "label_ids.json").write_text(json.dumps(node_ids, indent=2))
+
+
 def inference_session(
     path: Path, threads: int, *, save_optimized_to: Path | None = None
 ) -> ort.InferenceSession:

@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from training import baselines
 from training.adapt import adapt_encoder
 from training.allocator import keep_freed_memory
-from training.bundle import Bundle, BundleError, write_manifest
+from training.bundle import Bundle, BundleError, write_manifest, write_serving_files
 from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
 from training.distill import distill_dataset
@@ -280,10 +280,7 @@ def run_refresh(
             tfidf = baselines.tfidf_logreg(labels, train, validation, test)
 
         with _stage(timings, "export"):
-            tokenizer.save_pretrained(bundle_dir)
-            (bundle_dir / "labels.json").write_text(json.dumps(labels, indent=2))
-            (bundle_dir / "thresholds.json").write_text(json.dumps(thresholds.to_json(), indent=2))
-            (bundle_dir / "label_ids.json").write_text(json.dumps(node_ids, indent=2))
+            write_serving_files(bundle_dir, tokenizer, labels, thresholds, node_ids)
             fp32_path = export_onnx(model, tokenizer, workdir / "model_fp32.onnx")
             shutil.copy(fp32_path, bundle_dir / "model.onnx")
             info = {"version": version, "repo": repo, "max_length": config.max_length, "precision": "fp32"}
