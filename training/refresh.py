@@ -307,13 +307,14 @@ def run_refresh(
                 if -change > config.int8_max_f1_drop:
                     shutil.copy(fp32_path, bundle_dir / "model.onnx")
                     precision_reason = (
-                        f"INT8 lost {-change:.3f} test micro-F1 (> {config.int8_max_f1_drop}); "
-                        "serving fp32 ONNX"
+                        f"INT8 lost {-change:.3f} test micro-F1 (> {config.int8_max_f1_drop}), "
+                        "scored one issue at a time as served; serving fp32 ONNX"
                     )
                 else:
                     precision = "int8"
                     precision_reason = (
-                        f"INT8 within {config.int8_max_f1_drop} micro-F1 of PyTorch ({change:+.3f})"
+                        f"INT8 within {config.int8_max_f1_drop} micro-F1 of PyTorch, scored one issue "
+                        f"at a time as served ({change:+.3f})"
                     )
                 log.info("%s", precision_reason)
 
