@@ -96,7 +96,8 @@ def _transformer(
     val_probs = predict_probabilities(tuned.model, tuned.tokenizer, validation[0], config.max_length)
     thresholds = tune_thresholds(labels, validation[1], val_probs, **config.threshold_args())
     test_probs = predict_probabilities(tuned.model, tuned.tokenizer, data.texts("test"), config.max_length)
-    served = scores(labels, data.targets("test"), decide(test_probs, labels, thresholds))
+    decided = decide(test_probs, labels, thresholds)
+    served = scores(labels, data.targets("test"), decided)
     every_label = replace(thresholds, reliable=dict.fromkeys(labels, True))
     every = scores(labels, data.targets("test"), decide(test_probs, labels, every_label))
     if scores_file is not None:  # for studies of thresholds and reliability without retraining
@@ -109,17 +110,14 @@ def _transformer(
             test_probabilities=test_probs,
             test_targets=data.targets("test"),
         )
-    int8 = (
-        int8_as_served(tuned, labels, thresholds, config.max_length, data.texts("test"), workdir / "int8")
-        if with_int8
-        else None
-    )
-    if int8 is not None:
+    if with_int8:
+        test_texts = data.texts("test")
+        int8 = int8_as_served(tuned, labels, thresholds, config.max_length, test_texts, workdir / "int8")
         served_int8 = scores(labels, data.targets("test"), int8)
         served = served | {
             "int8_micro_f1": served_int8["micro_f1"],
             "int8_macro_f1": served_int8["macro_f1"],
-            "int8_changed_decisions": int((int8 != decide(test_probs, labels, thresholds)).sum()),
+            "int8_changed_decisions": int((int8 != decided).sum()),
         }
     return served | {
         "macro_ap": macro_average_precision(data.targets("test"), test_probs),
