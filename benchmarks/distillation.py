@@ -31,7 +31,7 @@ from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.dataset import IssueDataset
 from training.distill import distill_dataset
-from training.export import export_onnx, quantize_int8
+from training.export import calibration_feeds, export_onnx, quantize_int8
 from training.finetune import positive_weights, predict_probabilities
 from training.machine import cpu_info
 from training.metrics import Thresholds, decide, scores, tune_thresholds
@@ -69,6 +69,8 @@ def _save_student(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     thresholds: Thresholds,
+    config: TrainingConfig,
+    calibration_texts: list[str],
 ) -> Path:
     repo_dir = registry / teacher_bundle.parent.name
     shutil.rmtree(repo_dir, ignore_errors=True)
@@ -77,7 +79,14 @@ def _save_student(
     (repo_dir / "current").symlink_to(folder.name)
     (folder / "thresholds.json").write_text(json.dumps(thresholds.to_json(), indent=2))
     with tempfile.TemporaryDirectory() as tmp:
-        quantize_int8(export_onnx(model, tokenizer, Path(tmp) / "student.onnx"), folder / "model.onnx")
+        quantize_int8(
+            export_onnx(model, tokenizer, Path(tmp) / "student.onnx"),
+            folder / "model.onnx",
+            smoothing=config.int8_smoothing,
+            calibration=calibration_feeds(
+                tokenizer, calibration_texts[: config.int8_calibration_issues], config.max_length
+            ),
+        )
     info = json.loads((folder / "bundle.json").read_text())
     kept = {k: v for k, v in info.items() if k not in {"files", "format"}}
     write_manifest(folder, kept | {"precision": "int8"})  # the teacher's bundle may serve fp32
@@ -133,7 +142,15 @@ def main() -> int:
         )
     print(f"distilled on {student.texts} issues in {seconds:.0f}s")
     if args.registry:
-        saved = _save_student(folder, args.registry.resolve(), student.model, tokenizer, thresholds)
+        saved = _save_student(
+            folder,
+            args.registry.resolve(),
+            student.model,
+            tokenizer,
+            thresholds,
+            config,
+            dataset.texts("train"),
+        )
         print(f"student bundle: {saved}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

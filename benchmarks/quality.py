@@ -44,7 +44,7 @@ from training.allocator import keep_freed_memory
 from training.bundle import Bundle, write_manifest, write_serving_files
 from training.config import TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, IssueDataset, build_dataset
-from training.export import export_onnx, quantize_int8
+from training.export import calibration_feeds, export_onnx, quantize_int8
 from training.finetune import FineTuneResult, finetune, predict_probabilities
 from training.jsonl_import import import_jsonl
 from training.machine import cpu_info
@@ -112,7 +112,7 @@ def _transformer(
         )
     if with_int8:
         test_texts = data.texts("test")
-        int8 = int8_as_served(tuned, labels, thresholds, config.max_length, test_texts, workdir / "int8")
+        int8 = int8_as_served(tuned, labels, thresholds, config, train[0], test_texts, workdir / "int8")
         served_int8 = scores(labels, data.targets("test"), int8)
         served = served | {
             "int8_micro_f1": served_int8["micro_f1"],
@@ -131,19 +131,26 @@ def int8_as_served(
     tuned: FineTuneResult,
     labels: list[str],
     thresholds: Thresholds,
-    max_length: int,
+    config: TrainingConfig,
+    train_texts: list[str],
     texts: list[str],
     folder: Path,
 ) -> np.ndarray:
     """The decisions of the fine-tuned model as a refresh would serve it in INT8: exported,
-    quantized, wrapped as a bundle with the PyTorch model's thresholds, scored one issue at a time.
-    The bundle is left in ``folder``."""
+    quantized (smoothed on the training issues as the config says), wrapped as a bundle with the
+    PyTorch model's thresholds, scored one issue at a time. The bundle is left in ``folder``."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     write_serving_files(folder, tuned.tokenizer, labels, thresholds)
     fp32 = export_onnx(tuned.model, tuned.tokenizer, folder.parent / f"{folder.name}_fp32.onnx")
-    quantize_int8(fp32, folder / "model.onnx")
-    info = {"version": "quality", "repo": "benchmark", "max_length": max_length, "precision": "int8"}
+    calibration = train_texts[: config.int8_calibration_issues]
+    quantize_int8(
+        fp32,
+        folder / "model.onnx",
+        smoothing=config.int8_smoothing,
+        calibration=calibration_feeds(tuned.tokenizer, calibration, config.max_length),
+    )
+    info = {"version": "quality", "repo": "benchmark", "max_length": config.max_length, "precision": "int8"}
     write_manifest(folder, info)
     bundle = Bundle(folder, threads=torch.get_num_threads())
     return bundle.decide(bundle.probabilities(texts))

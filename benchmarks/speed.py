@@ -24,8 +24,9 @@ from transformers import AutoTokenizer
 
 from training.bundle import Bundle, write_manifest
 from training.classifier import load_classifier
+from training.config import TrainingConfig
 from training.dataset import DatasetConfig, IssueDataset, build_dataset
-from training.export import quantize_int8
+from training.export import calibration_feeds, quantize_int8
 from training.machine import cpu_info, describe
 from training.metrics import scores
 from training.quickstart import sample_settings
@@ -89,7 +90,8 @@ def main() -> int:
     if not (folder / "pytorch").is_dir() or not (folder / "model_fp32.onnx").is_file():
         parser.error(f"{folder} has no pytorch/ and model_fp32.onnx: train it with keep_pytorch_model: true")
     served = Bundle(folder, threads=args.threads)
-    test_texts, test_targets = _test_split(folder, served)
+    dataset = bundle_dataset(folder)
+    test_texts, test_targets = _test_split(dataset, served)
 
     tokenizer = AutoTokenizer.from_pretrained(folder / "pytorch")
     model = load_classifier(str(folder / "pytorch")).eval()
@@ -102,7 +104,7 @@ def main() -> int:
         return torch.sigmoid(model(**encoded).logits).numpy()
 
     with tempfile.TemporaryDirectory() as tmp:
-        int8_path = quantize_int8(folder / "model_fp32.onnx", Path(tmp) / "int8.onnx")
+        int8_path = quantized_as_refreshed(folder, tokenizer, dataset, Path(tmp) / "int8.onnx")
         fp32 = _bundle_with(folder / "model_fp32.onnx", "fp32", served, Path(tmp) / "fp32")
         int8 = _bundle_with(int8_path, "int8", served, Path(tmp) / "int8")
         sample = _sample_issue(test_texts, tokenizer, target_tokens=200)
@@ -193,9 +195,20 @@ def bundle_dataset(folder: Path) -> IssueDataset:
     return dataset
 
 
-def _test_split(folder: Path, served: Bundle) -> tuple[list[str], np.ndarray]:
+def quantized_as_refreshed(folder: Path, tokenizer: object, dataset: IssueDataset, out: Path) -> Path:
+    """The bundle's fp32 ONNX quantized as a refresh with its training config quantizes it."""
+    config = TrainingConfig(**json.loads((folder / "training_config.json").read_text()))
+    calibration = dataset.texts("train")[: config.int8_calibration_issues]
+    return quantize_int8(
+        folder / "model_fp32.onnx",
+        out,
+        smoothing=config.int8_smoothing,
+        calibration=calibration_feeds(tokenizer, calibration, config.max_length),  # type: ignore[arg-type]
+    )
+
+
+def _test_split(dataset: IssueDataset, served: Bundle) -> tuple[list[str], np.ndarray]:
     """The bundle's test issues and their targets over the served labels."""
-    dataset = bundle_dataset(folder)
     texts = dataset.texts("test")
     targets = np.array(
         [[1 if name in e.labels else 0 for name in served.labels] for e in dataset.splits["test"]]

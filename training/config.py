@@ -179,6 +179,17 @@ class TrainingConfig(BaseModel):
 
     quantize: bool = True
     int8_max_f1_drop: float = Field(default=0.01, ge=0, description="INT8 may lose at most this micro-F1")
+    int8_smoothing: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="share of each activation channel's range moved into the weights before INT8 "
+        "(SmoothQuant): a few channels of a BERT encoder's layer-norm and GELU outputs are 10-30x the "
+        "rest, which INT8's one scale per input serves badly; 0: off (benchmarks/MEASUREMENTS.md)",
+    )
+    int8_calibration_issues: int = Field(
+        default=64, ge=1, description="training issues whose activations set the INT8 smoothing"
+    )
     onnx_max_prob_diff: float = Field(default=1e-4, gt=0)
     promote_tolerance: float = Field(
         default=0.0, ge=0, description="promote if test micro-F1 is at most this much below current"

@@ -32,7 +32,7 @@ from training.bundle import Bundle, BundleError, write_manifest, write_serving_f
 from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
 from training.distill import distill_dataset
-from training.export import export_onnx, quantize_int8
+from training.export import calibration_feeds, export_onnx, quantize_int8
 from training.fetch import FetchError, fetch_repository, follow_github_rename, models_follow_rename
 from training.finetune import finetune, predict_probabilities
 from training.github_client import GitHubAuthError, GitHubClients
@@ -295,7 +295,14 @@ def run_refresh(
         precision, precision_reason, int8_scores = "fp32", "quantization disabled", None
         if config.quantize:
             with _stage(timings, "quantize"):
-                int8_path = quantize_int8(fp32_path, workdir / "model_int8.onnx")
+                int8_path = quantize_int8(
+                    fp32_path,
+                    workdir / "model_int8.onnx",
+                    smoothing=config.int8_smoothing,
+                    calibration=calibration_feeds(
+                        tokenizer, train[0][: config.int8_calibration_issues], config.max_length
+                    ),
+                )
                 shutil.copy(int8_path, bundle_dir / "model.onnx")
                 write_manifest(bundle_dir, info | {"precision": "int8"})
                 int8_bundle = Bundle(bundle_dir)
@@ -334,7 +341,11 @@ def run_refresh(
             "baselines": {"naive_bayes": naive_bayes, "tfidf_logreg": tfidf},
             "onnx_fp32": {"max_prob_diff_vs_pytorch": fp32_diff, "size_mb": _file_mb(fp32_path)},
             "onnx_int8": (int8_scores or {})
-            | ({"size_mb": _file_mb(workdir / "model_int8.onnx")} if int8_scores else {}),
+            | (
+                {"size_mb": _file_mb(workdir / "model_int8.onnx"), "smoothing": config.int8_smoothing}
+                if int8_scores
+                else {}
+            ),
             "served_precision": precision,
             "served_precision_reason": precision_reason,
             "exclusive_groups": group_note,

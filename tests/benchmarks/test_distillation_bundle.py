@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from benchmarks.distillation import _save_student
 from training.bundle import Bundle, write_manifest
-from training.config import PACKAGED_MODEL, resolve_base_model
+from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
 from training.export import export_onnx
 from training.metrics import Thresholds
 
@@ -48,13 +48,19 @@ def test_student_bundle_is_int8_and_loads_though_the_teacher_served_fp32(tmp_pat
         teacher, {"version": teacher.name, "repo": "owner/name", "max_length": 32, "precision": "fp32"}
     )
 
-    folder = _save_student(teacher, tmp_path / "students", model, tokenizer, _thresholds(0.3))
+    texts = ["Crash when fitting a pipeline", "Typo in the docs"]
+    training = TrainingConfig(max_length=32)
+    folder = _save_student(
+        teacher, tmp_path / "students", model, tokenizer, _thresholds(0.3), training, texts
+    )
 
     bundle = Bundle(tmp_path / "students" / "owner__name" / "current")
     assert bundle.folder.resolve() == folder.resolve()
     assert bundle.info["precision"] == "int8"
     assert bundle.thresholds.values == dict.fromkeys(LABELS, 0.3)
-    ops = {node.op_type for node in onnx.load(str(folder / "model.onnx")).graph.node}
+    nodes = onnx.load(str(folder / "model.onnx")).graph.node
+    ops = {node.op_type for node in nodes}
     assert ops & {"MatMulInteger", "QAttention", "DynamicQuantizeMatMul"}, ops
-    probabilities = bundle.probabilities(["Crash when fitting a pipeline", "Typo in the docs"])
+    assert any(node.name.endswith("_smooth") for node in nodes)  # smoothed as a refresh quantizes
+    probabilities = bundle.probabilities(texts)
     assert probabilities.shape == (2, len(LABELS)) and np.all((probabilities > 0) & (probabilities < 1))

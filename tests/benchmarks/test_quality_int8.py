@@ -30,7 +30,7 @@ def test_int8_as_served_decides_as_the_bots_bundle_does(shared_data: Path, tmp_p
         {"thresholds": dict.fromkeys(labels, 0.5), "reliable": dict.fromkeys(labels, True)}
     )
 
-    decided = int8_as_served(tuned, labels, thresholds, TINY.max_length, texts, tmp_path / "bundle")
+    decided = int8_as_served(tuned, labels, thresholds, TINY, texts, texts, tmp_path / "bundle")
 
     bundle = Bundle(tmp_path / "bundle")
     assert bundle.quantized and bundle.max_length == TINY.max_length

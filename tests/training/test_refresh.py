@@ -112,6 +112,7 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert (
         "micro_f1" in metrics["onnx_int8"]
         and metrics["onnx_int8"]["size_mb"] < metrics["onnx_fp32"]["size_mb"] / 3
+        and metrics["onnx_int8"]["smoothing"] == TINY.int8_smoothing > 0
     )
     assert metrics["served_precision"] in {"int8", "fp32"} and metrics["served_precision_reason"]
     change = metrics["onnx_int8"]["micro_f1"] - metrics["test"]["micro_f1"]
