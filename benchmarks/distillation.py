@@ -31,7 +31,7 @@ from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.dataset import IssueDataset
 from training.distill import distill_dataset
-from training.export import calibration_feeds, export_onnx, quantize_int8
+from training.export import export_onnx, quantize_as_configured
 from training.finetune import positive_weights, predict_probabilities
 from training.machine import cpu_info
 from training.metrics import Thresholds, decide, scores, tune_thresholds
@@ -79,14 +79,8 @@ def _save_student(
     (repo_dir / "current").symlink_to(folder.name)
     (folder / "thresholds.json").write_text(json.dumps(thresholds.to_json(), indent=2))
     with tempfile.TemporaryDirectory() as tmp:
-        quantize_int8(
-            export_onnx(model, tokenizer, Path(tmp) / "student.onnx"),
-            folder / "model.onnx",
-            smoothing=config.int8_smoothing,
-            calibration=calibration_feeds(
-                tokenizer, calibration_texts[: config.int8_calibration_issues], config.max_length
-            ),
-        )
+        student = export_onnx(model, tokenizer, Path(tmp) / "student.onnx")
+        quantize_as_configured(student, folder / "model.onnx", tokenizer, calibration_texts, config)
     info = json.loads((folder / "bundle.json").read_text())
     kept = {k: v for k, v in info.items() if k not in {"files", "format"}}
     write_manifest(folder, kept | {"precision": "int8"})  # the teacher's bundle may serve fp32

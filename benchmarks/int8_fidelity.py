@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from benchmarks.speed import RESULTS, _bundle_with, bundle_dataset
+from benchmarks.speed import RESULTS, bundle_dataset, bundle_with
 from training.bundle import Bundle
 from training.config import TrainingConfig
 from training.export import calibration_feeds, quantize_int8
@@ -36,7 +36,7 @@ def fidelity_rows(folder: Path, smoothing: list[float], tmp: Path) -> list[dict[
     test = dataset.texts("test")
     texts = test + dataset.texts("validation") + dataset.texts("train")
     targets = np.array([[1 if n in e.labels else 0 for n in source.labels] for e in dataset.splits["test"]])
-    fp32 = _bundle_with(folder / "model_fp32.onnx", "fp32", source, tmp / "fp32")
+    fp32 = bundle_with(folder / "model_fp32.onnx", "fp32", source, tmp / "fp32")
     reference = fp32.probabilities(texts)
     decided = fp32.decide(reference)
     tokenizer = AutoTokenizer.from_pretrained(folder / "pytorch")
@@ -49,7 +49,7 @@ def fidelity_rows(folder: Path, smoothing: list[float], tmp: Path) -> list[dict[
         model = quantize_int8(
             folder / "model_fp32.onnx", tmp / f"int8_{share}.onnx", smoothing=share, calibration=calibration
         )
-        int8 = _bundle_with(model, "int8", source, tmp / f"int8_{share}")
+        int8 = bundle_with(model, "int8", source, tmp / f"int8_{share}")
         probabilities = int8.probabilities(texts)
         decisions = int8.decide(probabilities)
         served = scores(source.labels, targets, decisions[: len(test)])

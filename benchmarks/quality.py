@@ -44,7 +44,7 @@ from training.allocator import keep_freed_memory
 from training.bundle import Bundle, write_manifest, write_serving_files
 from training.config import TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, IssueDataset, build_dataset
-from training.export import calibration_feeds, export_onnx, quantize_int8
+from training.export import export_onnx, quantize_as_configured
 from training.finetune import FineTuneResult, finetune, predict_probabilities
 from training.jsonl_import import import_jsonl
 from training.machine import cpu_info
@@ -143,13 +143,7 @@ def int8_as_served(
     folder.mkdir(parents=True)
     write_serving_files(folder, tuned.tokenizer, labels, thresholds)
     fp32 = export_onnx(tuned.model, tuned.tokenizer, folder.parent / f"{folder.name}_fp32.onnx")
-    calibration = train_texts[: config.int8_calibration_issues]
-    quantize_int8(
-        fp32,
-        folder / "model.onnx",
-        smoothing=config.int8_smoothing,
-        calibration=calibration_feeds(tuned.tokenizer, calibration, config.max_length),
-    )
+    quantize_as_configured(fp32, folder / "model.onnx", tuned.tokenizer, train_texts, config)
     info = {"version": "quality", "repo": "benchmark", "max_length": config.max_length, "precision": "int8"}
     write_manifest(folder, info)
     bundle = Bundle(folder, threads=torch.get_num_threads())

@@ -26,7 +26,7 @@ from training.bundle import Bundle, write_manifest
 from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.dataset import DatasetConfig, IssueDataset, build_dataset
-from training.export import calibration_feeds, quantize_int8
+from training.export import quantize_as_configured
 from training.machine import cpu_info, describe
 from training.metrics import scores
 from training.quickstart import sample_settings
@@ -63,7 +63,7 @@ def _throughput(predict: Callable[[list[str]], np.ndarray], texts: list[str], ro
     return rounds * len(batch) / (time.perf_counter() - started)
 
 
-def _bundle_with(model_path: Path, precision: str, source: Bundle, folder: Path) -> Bundle:
+def bundle_with(model_path: Path, precision: str, source: Bundle, folder: Path) -> Bundle:
     """A copy of the bundle serving another ONNX file (fp32 or INT8)."""
     folder.mkdir()
     for path in source.folder.iterdir():
@@ -104,9 +104,16 @@ def main() -> int:
         return torch.sigmoid(model(**encoded).logits).numpy()
 
     with tempfile.TemporaryDirectory() as tmp:
-        int8_path = quantized_as_refreshed(folder, tokenizer, dataset, Path(tmp) / "int8.onnx")
-        fp32 = _bundle_with(folder / "model_fp32.onnx", "fp32", served, Path(tmp) / "fp32")
-        int8 = _bundle_with(int8_path, "int8", served, Path(tmp) / "int8")
+        trained_with = TrainingConfig(**json.loads((folder / "training_config.json").read_text()))
+        int8_path = quantize_as_configured(
+            folder / "model_fp32.onnx",
+            Path(tmp) / "int8.onnx",
+            tokenizer,
+            dataset.texts("train"),
+            trained_with,
+        )
+        fp32 = bundle_with(folder / "model_fp32.onnx", "fp32", served, Path(tmp) / "fp32")
+        int8 = bundle_with(int8_path, "int8", served, Path(tmp) / "int8")
         sample = _sample_issue(test_texts, tokenizer, target_tokens=200)
         # (as served: an INT8 bundle scores one issue at a time; in batches of 32; size)
         candidates = {
@@ -193,18 +200,6 @@ def bundle_dataset(folder: Path) -> IssueDataset:
             "label settings) at the store the bundle was trained from"
         )
     return dataset
-
-
-def quantized_as_refreshed(folder: Path, tokenizer: object, dataset: IssueDataset, out: Path) -> Path:
-    """The bundle's fp32 ONNX quantized as a refresh with its training config quantizes it."""
-    config = TrainingConfig(**json.loads((folder / "training_config.json").read_text()))
-    calibration = dataset.texts("train")[: config.int8_calibration_issues]
-    return quantize_int8(
-        folder / "model_fp32.onnx",
-        out,
-        smoothing=config.int8_smoothing,
-        calibration=calibration_feeds(tokenizer, calibration, config.max_length),  # type: ignore[arg-type]
-    )
 
 
 def _test_split(dataset: IssueDataset, served: Bundle) -> tuple[list[str], np.ndarray]:

@@ -16,6 +16,7 @@ from onnxruntime.transformers.fusion_options import FusionOptions
 from onnxruntime.transformers.optimizer import optimize_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from training.config import TrainingConfig
 from training.smoothing import smooth_activations
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,24 @@ def calibration_feeds(
         encoded = tokenizer(text, truncation=True, max_length=max_length, return_tensors="np")
         feeds.append({name: encoded[name].astype(np.int64) for name in INPUT_NAMES})
     return feeds
+
+
+def quantize_as_configured(
+    fp32_path: Path,
+    int8_path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    training_texts: Sequence[str],
+    config: TrainingConfig,
+) -> Path:
+    """INT8 as a refresh makes it: smoothed by ``config.int8_smoothing``, calibrated on the first
+    ``config.int8_calibration_issues`` training issues."""
+    calibration = training_texts[: config.int8_calibration_issues] if config.int8_smoothing else []
+    return quantize_int8(
+        fp32_path,
+        int8_path,
+        smoothing=config.int8_smoothing,
+        calibration=calibration_feeds(tokenizer, calibration, config.max_length),
+    )
 
 
 def quantize_int8(

@@ -32,7 +32,7 @@ from training.bundle import Bundle, BundleError, write_manifest, write_serving_f
 from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
 from training.distill import distill_dataset
-from training.export import calibration_feeds, export_onnx, quantize_int8
+from training.export import export_onnx, quantize_as_configured
 from training.fetch import FetchError, fetch_repository, follow_github_rename, models_follow_rename
 from training.finetune import finetune, predict_probabilities
 from training.github_client import GitHubAuthError, GitHubClients
@@ -295,13 +295,8 @@ def run_refresh(
         precision, precision_reason, int8_scores = "fp32", "quantization disabled", None
         if config.quantize:
             with _stage(timings, "quantize"):
-                int8_path = quantize_int8(
-                    fp32_path,
-                    workdir / "model_int8.onnx",
-                    smoothing=config.int8_smoothing,
-                    calibration=calibration_feeds(
-                        tokenizer, train[0][: config.int8_calibration_issues], config.max_length
-                    ),
+                int8_path = quantize_as_configured(
+                    fp32_path, workdir / "model_int8.onnx", tokenizer, train[0], config
                 )
                 shutil.copy(int8_path, bundle_dir / "model.onnx")
                 write_manifest(bundle_dir, info | {"precision": "int8"})
