@@ -30,7 +30,7 @@ from training.metrics import scores
 
 def fidelity_rows(folder: Path, smoothing: list[float], tmp: Path) -> list[dict[str, object]]:
     """One row per smoothing share, against the bundle's fp32 ONNX model."""
-    config = TrainingConfig(**json.loads((folder / "training_config.json").read_text()))
+    config = TrainingConfig.from_file(folder / "training_config.json")
     dataset = bundle_dataset(folder)
     source = Bundle(folder)
     test = dataset.texts("test")

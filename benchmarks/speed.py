@@ -104,7 +104,7 @@ def main() -> int:
         return torch.sigmoid(model(**encoded).logits).numpy()
 
     with tempfile.TemporaryDirectory() as tmp:
-        trained_with = TrainingConfig(**json.loads((folder / "training_config.json").read_text()))
+        trained_with = TrainingConfig.from_file(folder / "training_config.json")
         int8_path = quantize_as_configured(
             folder / "model_fp32.onnx",
             Path(tmp) / "int8.onnx",
