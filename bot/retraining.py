@@ -193,11 +193,12 @@ class Retrainer:
                 job.reschedule(trigger)
         self.scheduler = scheduler
         job = scheduler.get_job(SCHEDULED_JOB)
-        log.info(
-            "retraining scheduled (%s UTC); next %s",
-            self.settings.refresh_schedule or "off",
-            job.next_run_time if job else None,
-        )
+        if job is None:
+            log.info("scheduled retraining off (ISSUE_LABELER_REFRESH_SCHEDULE is empty)")
+        else:
+            log.info(
+                "retraining scheduled (%s UTC); next %s", self.settings.refresh_schedule, job.next_run_time
+            )
         scheduler.resume()  # an occasion missed while the bot was down runs now, once
 
     def stop(self) -> None:

@@ -31,6 +31,7 @@ from transformers import (
 from training.config import TrainingConfig
 from training.dropout import attention_dropout_of, restore_attention_dropout, set_attention_dropout
 from training.precision import trained_model, training_precision
+from training.pretrained import load_pretrained
 from training.tokens import tokenized_dataset
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def _train(
 
 def _anchor(base_model: str) -> PreTrainedModel:
     """The base encoder, frozen in eval mode, whose features adaptation is held near."""
-    anchor = AutoModel.from_pretrained(base_model, add_pooling_layer=False)
+    anchor = load_pretrained(AutoModel, base_model, add_pooling_layer=False)
     anchor.eval()
     for parameter in anchor.parameters():
         parameter.requires_grad = False
@@ -282,7 +283,7 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
     model_config = AutoConfig.from_pretrained(base_model)
     base_dropout = attention_dropout_of(model_config)
     set_attention_dropout(model_config, config.mlm_attention_dropout)
-    model = AutoModelForMaskedLM.from_pretrained(base_model, config=model_config)
+    model = load_pretrained(AutoModelForMaskedLM, base_model, config=model_config)
     held_out_n = max(1, min(200, len(texts) // 10))
     train_texts, held_out_texts = texts[held_out_n:], texts[:held_out_n]
     train_set = tokenized_dataset(tokenizer, train_texts, config.mlm_max_length)

@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertFor
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from training.dropout import set_attention_dropout
+from training.pretrained import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ def load_classifier(
     pooling = getattr(config, "issue_labeler_pooling", None) or pooling
     if pooling == "mean" and config.model_type == "bert":
         config.issue_labeler_pooling = "mean"
-        return MeanPooledBertForSequenceClassification.from_pretrained(path, config=config)
+        return load_pretrained(MeanPooledBertForSequenceClassification, path, config=config)
     if pooling == "mean":
         log.warning("mean pooling is implemented for BERT encoders only; %s uses its [CLS] pooler", path)
     config.issue_labeler_pooling = "cls"
-    return AutoModelForSequenceClassification.from_pretrained(path, config=config)
+    return load_pretrained(AutoModelForSequenceClassification, path, config=config)

@@ -311,7 +311,7 @@ def build_dataset(
     learned = sorted(name for name, n in counts.items() if n >= config.min_label_examples)
     for name, n in counts.items():
         if n < config.min_label_examples:
-            not_learned[name] = f"{n} examples, fewer than {config.min_label_examples}"
+            not_learned[name] = f"{n} example{'s' if n != 1 else ''}, fewer than {config.min_label_examples}"
     learned_set = set(learned)
     labeled: list[Example] = []
     unlabeled: list[Example] = []

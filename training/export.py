@@ -136,6 +136,14 @@ def quantize_as_configured(
     )
 
 
+class _PreprocessingAdvice(logging.Filter):
+    """Drops the quantizer's advice to run its pre-processing first: that is shape inference and
+    graph optimization, which the fused graph of ``fuse_transformer_ops`` has had already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing before quantization")
+
+
 def quantize_int8(
     fp32_path: Path,
     int8_path: Path,
@@ -156,6 +164,8 @@ def quantize_int8(
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # the quantizer logs every tensor on the root logger
+    advice = _PreprocessingAdvice()
+    root.addFilter(advice)
     try:
         quantize_dynamic(
             str(source),
@@ -167,6 +177,7 @@ def quantize_int8(
         )
     finally:
         root.setLevel(level)
+        root.removeFilter(advice)
         if source != fp32_path:
             source.unlink(missing_ok=True)
     return int8_path

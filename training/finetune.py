@@ -37,6 +37,7 @@ from training.config import TrainingConfig
 from training.label_prior import head_from_label_names, label_text
 from training.metrics import best_global_threshold_f1, macro_average_precision
 from training.precision import trained_model, training_precision
+from training.pretrained import load_pretrained
 from training.tokens import tokenized_dataset
 from training.weight_average import WeightAverage
 
@@ -97,7 +98,7 @@ def interpolate_from_base(model: PreTrainedModel, base_model: str, share: float)
     Adaptation buys the labels seen most often and costs the rarest their ranking (the issues'
     features drawn together); a point between the two encoders keeps part of each.
     """
-    base = AutoModel.from_pretrained(base_model, add_pooling_layer=False).state_dict()
+    base = load_pretrained(AutoModel, base_model, add_pooling_layer=False).state_dict()
     moved = 0
     for name, tensor in model.base_model.state_dict().items():
         start = base.get(name)
