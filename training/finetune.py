@@ -31,6 +31,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
     set_seed,
 )
+from transformers.utils import cached_file
 
 from training.classifier import load_classifier
 from training.config import TrainingConfig
@@ -78,9 +79,17 @@ class WeightedBCETrainer(Trainer):
 
 
 def _copy_base_pooler(model: PreTrainedModel, base_model: str) -> bool:
-    """An MLM checkpoint has no pooler; start from the base model's instead of a random one."""
-    weights = Path(base_model) / "model.safetensors"
-    if not weights.is_file() or not hasattr(model, "bert"):
+    """An MLM checkpoint has no pooler; start from the base model's instead of a random one.
+
+    A Hub name is read from the local cache that adaptation's download filled."""
+    if not hasattr(model, "bert"):
+        return False
+    if Path(base_model).is_dir():
+        weights: Path | None = Path(base_model) / "model.safetensors"
+    else:
+        cached = cached_file(base_model, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+        weights = Path(cached) if cached else None
+    if weights is None or not weights.is_file():
         return False
     with safe_open(str(weights), "pt") as handle:
         keys = {key.removeprefix("bert."): key for key in handle.keys() if "pooler." in key}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from training import baselines
 from training.adapt import adapt_encoder
@@ -202,6 +202,13 @@ def run_refresh(
     """One full refresh of one repository."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    base_model = resolve_base_model(config.base_model)
+    try:
+        # Read first, so that a base model that cannot load (a Hub name without network or cache,
+        # a mistyped path) fails before the fetch and the data stage rather than after them.
+        AutoConfig.from_pretrained(base_model)
+    except (OSError, ValueError) as exc:
+        raise RefreshError(f"the base model {config.base_model!r} cannot be loaded: {exc}") from None
     timings: dict[str, float] = {}
     with _stage(timings, "data"):
         if from_jsonl:
@@ -231,7 +238,6 @@ def run_refresh(
                 raise RefreshError(f"{repo}: the {split} split is empty; more labeled issues are needed")
     labels = dataset.label_names
     train, validation, test = (_split(dataset, name) for name in ("train", "validation", "test"))
-    base_model = resolve_base_model(config.base_model)
     registry.drop_forward(repo)  # a link left by a rename is another repository's folder now
     repo_dir = registry.repo_dir(repo)
     repo_dir.mkdir(parents=True, exist_ok=True)
@@ -242,13 +248,15 @@ def run_refresh(
         encoder, adapt_info = base_model, None
         if config.adapt:
             with _stage(timings, "adapt"):
-                previous = registry.encoder_dir(repo)
-                start = str(previous) if (previous / "config.json").is_file() else base_model
+                previous, why = registry.adapted_encoder(repo, config.base_model)
+                if previous is None:
+                    log.info("%s: adapting %s afresh: %s", repo, config.base_model, why)
+                start = str(previous) if previous is not None else base_model
                 texts = [e.text for e in dataset.unlabeled] + train[0]
                 adapted = adapt_encoder(texts, start, workdir / "encoder", config)
                 encoder = str(adapted.encoder_dir)
                 adapt_info = {
-                    "started_from": "previous adapted encoder" if start != base_model else config.base_model,
+                    "started_from": why if previous is not None else config.base_model,
                     "texts": adapted.texts,
                     "held_out_mlm_loss_before": round(adapted.held_out_loss_before, 4),
                     "held_out_mlm_loss_after": round(adapted.held_out_loss_after, 4),
@@ -387,12 +395,7 @@ def run_refresh(
         with _stage(timings, "promote"):
             promoted, reason = _gate(registry, repo, version, dataset, test_scores, config, force)
             if promoted and config.adapt:
-                target = registry.encoder_dir(repo)
-                staging = repo_dir / ".encoder.new"
-                shutil.rmtree(staging, ignore_errors=True)
-                shutil.move(str(workdir / "encoder"), staging)
-                shutil.rmtree(target, ignore_errors=True)
-                staging.rename(target)
+                registry.keep_encoder(repo, workdir / "encoder", config.base_model)
             registry.prune(repo, config.keep_bundles)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -20,6 +20,7 @@ from training.bundle import MANIFEST, Bundle, BundleError
 CURRENT = "current"
 REJECTED = "REJECTED"
 PROMOTED = "PROMOTED"
+ENCODER_BASE = "issue_labeler_base_model.json"  # in encoder/: the base model it was adapted from
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,35 @@ class Registry:
 
     def encoder_dir(self, repo: str) -> Path:
         return self.repo_dir(repo) / "encoder"
+
+    def adapted_encoder(self, repo: str, base_model: str) -> tuple[Path | None, str]:
+        """The repository's adapted encoder if a refresh of ``base_model`` may continue from it,
+        and why (or why not): one adapted from another base model is another architecture or
+        vocabulary, so a changed ``base_model`` starts over, as does an encoder that does not
+        say what it was adapted from (kept by a version before this was recorded)."""
+        folder = self.encoder_dir(repo)
+        if not (folder / "config.json").is_file():
+            return None, "no adapted encoder yet"
+        try:
+            recorded = json.loads((folder / ENCODER_BASE).read_text())["base_model"]
+        except FileNotFoundError:
+            return None, f"the adapted encoder does not record its base model ({ENCODER_BASE})"
+        except (ValueError, KeyError, TypeError) as exc:
+            return None, f"the adapted encoder's {ENCODER_BASE} is unreadable ({exc!r})"
+        if recorded != base_model:
+            return None, f"the adapted encoder descends from {recorded}, not {base_model}"
+        return folder, "previous adapted encoder"
+
+    def keep_encoder(self, repo: str, encoder: Path, base_model: str) -> None:
+        """Make ``encoder`` (moved, not copied) the one the next refresh continues from,
+        recording the base model it descends from."""
+        (encoder / ENCODER_BASE).write_text(json.dumps({"base_model": base_model}) + "\n")
+        target = self.encoder_dir(repo)
+        staging = self.repo_dir(repo) / ".encoder.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.move(str(encoder), staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
 
     def new_version(self, repo: str) -> tuple[str, Path]:
         """A fresh, empty version folder named by the UTC time (sortable)."""

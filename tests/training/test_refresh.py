@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from sqlalchemy import func, select
 
 from tests.conftest import make_settings
 from training.bundle import Bundle, BundleError, inference_session, write_manifest
@@ -24,10 +25,11 @@ from training.distill import keep_layers, shallow_copy
 from training.export import export_onnx, quantize_int8
 from training.finetune import finetune, predict_probabilities
 from training.precision import training_precision
-from training.refresh import run_refresh, summary_table
-from training.registry import Registry
+from training.refresh import RefreshError, run_refresh, summary_table
+from training.registry import ENCODER_BASE, Registry
 from training.settings import Settings
 from training.store import Store
+from training.store.models import Issue
 
 REPO = "scikit-learn/scikit-learn"
 TINY = TrainingConfig(
@@ -147,15 +149,23 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert {p.label for p in predictions} == set(bundle.labels)
     assert all(0 <= p.score <= 1 for p in predictions)
     assert (registry.encoder_dir(REPO) / "config.json").is_file()
+    assert json.loads((registry.encoder_dir(REPO) / ENCODER_BASE).read_text()) == {
+        "base_model": PACKAGED_MODEL
+    }
 
     # A later refresh continues from the adapted encoder; a model that applies nothing is not promoted.
     useless = TINY.model_copy(update={"min_validation_support": 10**6})
     second = _refresh(small_settings, slice_path, useless)
     assert not second.promoted and "not promoted" in second.reason
     assert second.metrics["adaptation"]["started_from"] == "previous adapted encoder"
+    # Another base model starts over from it: the adapted encoder descends from the packaged one.
+    other_base = small_settings.registry_dir.parent / "another-base-model"
+    other_base.symlink_to(resolve_base_model(PACKAGED_MODEL), target_is_directory=True)
+    rebased = _refresh(small_settings, slice_path, useless.model_copy(update={"base_model": str(other_base)}))
+    assert rebased.metrics["adaptation"]["started_from"] == str(other_base)
     assert registry.current_version(REPO) == result.version
     assert "not promoted" in (second.bundle_dir / "REJECTED").read_text()
-    assert [v.status for v in registry.versions(REPO)] == ["current", "rejected"]
+    assert [v.status for v in registry.versions(REPO)] == ["current", "rejected", "rejected"]
 
     by_micro = useless.model_copy(
         update={"adapt": False, "average_last_epochs": 0, "checkpoint_metric": "micro_f1"}
@@ -280,6 +290,22 @@ def test_refresh_cli_fails_cleanly_and_leaves_the_registry_untouched(
     assert not any((tmp_path / "models").rglob("bundle.json"))
 
 
+def test_a_base_model_that_cannot_load_fails_the_refresh_before_its_data_stage(
+    small_settings: Settings, slice_path: Path, tmp_path: Path
+) -> None:
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    config = TINY.model_copy(update={"base_model": str(not_a_model)})
+    with pytest.raises(RefreshError, match=f"the base model '{not_a_model}' cannot be loaded: .*config.json"):
+        _refresh(small_settings, slice_path, config)
+    store = Store(small_settings.database_url)
+    try:
+        with store.session() as session:
+            assert session.scalar(select(func.count()).select_from(Issue)) == 0  # nothing imported
+    finally:
+        store.close()
+
+
 def test_a_distilled_student_keeps_every_other_teacher_layer() -> None:
     assert keep_layers(6, 3) == [1, 3, 5]
     assert keep_layers(6, 2) == [2, 5]
@@ -313,3 +339,29 @@ def test_refresh_serves_a_distilled_student_that_keeps_the_teachers_f1(
     assert result.metrics["onnx_fp32"]["max_prob_diff_vs_pytorch"] <= 1e-4
     assert "2-layer student" in (result.bundle_dir / "MODEL_CARD.md").read_text()
     assert Registry(small_settings.registry_dir).load_current(REPO) is not None
+
+
+def test_a_refresh_continues_only_an_encoder_adapted_from_its_base_model(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    assert registry.adapted_encoder(REPO, PACKAGED_MODEL) == (None, "no adapted encoder yet")
+    adapted = tmp_path / "adapted"
+    adapted.mkdir()
+    (adapted / "config.json").write_text("{}")
+    registry.keep_encoder(REPO, adapted, PACKAGED_MODEL)
+    kept = registry.encoder_dir(REPO)
+    assert not adapted.exists() and (kept / "config.json").is_file()
+
+    assert registry.adapted_encoder(REPO, PACKAGED_MODEL) == (kept, "previous adapted encoder")
+    assert registry.adapted_encoder(REPO, "bert-base-uncased") == (
+        None,
+        f"the adapted encoder descends from {PACKAGED_MODEL}, not bert-base-uncased",
+    )
+    (kept / ENCODER_BASE).write_text("{not json")
+    folder, why = registry.adapted_encoder(REPO, PACKAGED_MODEL)
+    assert folder is None and why.startswith(f"the adapted encoder's {ENCODER_BASE} is unreadable")
+    # kept before the base model was recorded: what it descends from is not known
+    (kept / ENCODER_BASE).unlink()
+    assert registry.adapted_encoder(REPO, PACKAGED_MODEL) == (
+        None,
+        f"the adapted encoder does not record its base model ({ENCODER_BASE})",
+    )
