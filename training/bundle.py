@@ -111,16 +111,31 @@ class Bundle:
         self.quantized = self.info.get("precision") == "int8"
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        pad_token = self._pad_token(folder)
+        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad_token) or 0, pad_token=pad_token)
         self._run_lock = run_lock if run_lock is not None else threading.Lock()
         try:
             self.session = inference_session(folder / "model.onnx", threads)
         except Exception as exc:  # onnxruntime raises its own untyped errors on a bad graph
             raise BundleError(f"{folder}: model.onnx does not load in onnxruntime: {exc}") from None
+        # DistilBERT and other encoders without segment embeddings export no token_type_ids
+        self.input_names = {i.name for i in self.session.get_inputs()}
 
     @property
     def version(self) -> str:
         return str(self.info["version"])
+
+    def _pad_token(self, folder: Path) -> str:
+        """The padding token training used ([PAD] for BERT, <pad> for RoBERTa): transformers
+        takes it from tokenizer_config.json, not from tokenizer.json's padding settings."""
+        config_path = folder / "tokenizer_config.json"
+        token = json.loads(config_path.read_text()).get("pad_token") if config_path.is_file() else None
+        if isinstance(token, dict):  # an AddedToken, serialized
+            token = token.get("content")
+        if isinstance(token, str) and self.tokenizer.token_to_id(token) is not None:
+            return token
+        padding = self.tokenizer.padding
+        return str(padding["pad_token"]) if padding else "[PAD]"
 
     @staticmethod
     def _verify(folder: Path) -> dict[str, object]:
@@ -147,11 +162,16 @@ class Bundle:
         return info
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The model's inputs for ``texts``: those of input ids, attention mask and token type ids
+        that its graph takes."""
         encodings = self.tokenizer.encode_batch(texts)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
         return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            name: np.array(rows, dtype=np.int64) for name, rows in columns.items() if name in self.input_names
         }
 
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:

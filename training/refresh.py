@@ -323,8 +323,8 @@ def run_refresh(
                 else:
                     precision = "int8"
                     precision_reason = (
-                        f"INT8 within {config.int8_max_f1_drop} micro-F1 of PyTorch, scored one issue "
-                        f"at a time as served ({change:+.3f})"
+                        f"INT8 test micro-F1 {change:+.3f} against PyTorch (a loss of at most "
+                        f"{config.int8_max_f1_drop} allowed), scored one issue at a time as served"
                     )
                 log.info("%s", precision_reason)
 

@@ -61,9 +61,11 @@ def activation_ranges(
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in session.get_inputs()}
     ranges: dict[str, np.ndarray] = {}
     for feed in feeds:
-        for name, value in zip(names, session.run(names, feed), strict=True):
+        taken = {k: v for k, v in feed.items() if k in inputs}  # DistilBERT takes no token_type_ids
+        for name, value in zip(names, session.run(names, taken), strict=True):
             peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
             ranges[name] = np.maximum(ranges[name], peak) if name in ranges else peak
     return ranges

@@ -119,7 +119,9 @@ def test_refresh_writes_a_verified_bundle_and_serves_it(small_settings: Settings
     assert metrics["served_precision"] in {"int8", "fp32"} and metrics["served_precision_reason"]
     change = metrics["onnx_int8"]["micro_f1"] - metrics["test"]["micro_f1"]
     if metrics["served_precision"] == "int8":  # the difference reads INT8 minus PyTorch: a loss is negative
-        assert metrics["served_precision_reason"].endswith(f"({change:+.3f})")
+        assert metrics["served_precision_reason"].startswith(
+            f"INT8 test micro-F1 {change:+.3f} against PyTorch"
+        )
     else:
         assert metrics["served_precision_reason"].startswith(f"INT8 lost {-change:.3f} test micro-F1")
     assert set(metrics["counts"]) >= {"train", "validation", "test", "unlabeled"}

@@ -1,0 +1,76 @@
+"""Base models other than BERT: an encoder without segment embeddings (DistilBERT) and a
+tokenizer whose padding token is not BERT's [PAD] = 0 are exported and served as trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+from training.bundle import Bundle, Thresholds, write_manifest, write_serving_files
+from training.config import PACKAGED_MODEL, resolve_base_model
+from training.export import calibration_feeds, export_onnx, quantize_int8
+from training.finetune import predict_probabilities
+
+LABELS = ["Bug", "New Feature"]
+
+
+def _titles(shared_data: Path, n: int = 24) -> list[str]:
+    with (shared_data / "sklearn_surya" / "issues.jsonl").open() as lines:
+        return [json.loads(next(lines))["title"] for _ in range(n)]
+
+
+def _bundle(folder: Path, model: torch.nn.Module, tokenizer: object, precision: str) -> Bundle:
+    thresholds = Thresholds.from_json(
+        {"thresholds": dict.fromkeys(LABELS, 0.5), "reliable": dict.fromkeys(LABELS, True)}
+    )
+    write_serving_files(folder, tokenizer, LABELS, thresholds)
+    write_manifest(folder, {"version": "by-hand", "repo": "o/r", "max_length": 64, "precision": precision})
+    return Bundle(folder)
+
+
+def test_a_distilbert_classifier_without_token_type_ids_is_exported_quantized_and_served(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
+    torch.manual_seed(0)
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size, dim=64, n_layers=2, n_heads=2, hidden_dim=128, num_labels=len(LABELS)
+    )
+    config.problem_type = "multi_label_classification"
+    model = DistilBertForSequenceClassification(config).eval()
+    texts = _titles(shared_data)
+
+    fp32 = tmp_path / "fp32"
+    export_onnx(model, tokenizer, fp32 / "model.onnx")
+    bundle = _bundle(fp32, model, tokenizer, "fp32")
+    assert bundle.input_names == {"input_ids", "attention_mask"}  # DistilBERT has no segment embeddings
+    expected = predict_probabilities(model, tokenizer, texts, max_length=64)
+    assert np.abs(bundle.probabilities(texts) - expected).max() <= 1e-4
+
+    # Smoothing measures the graph's activations with the calibration issues' encodings.
+    int8 = tmp_path / "int8"
+    int8.mkdir()
+    feeds = calibration_feeds(tokenizer, texts[:8], 64)
+    quantize_int8(fp32 / "model.onnx", int8 / "model.onnx", smoothing=0.8, calibration=feeds)
+    served = _bundle(int8, model, tokenizer, "int8").probabilities(texts)
+    assert served.shape == (len(texts), len(LABELS)) and np.abs(served - expected).max() < 0.1
+
+
+def test_a_bundle_pads_with_the_padding_token_training_used(shared_data: Path, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
+    tokenizer.pad_token = "[UNK]"  # as RoBERTa's <pad> is 1, not BERT's [PAD] 0
+    model = DistilBertForSequenceClassification(
+        DistilBertConfig(
+            vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64, num_labels=2
+        )
+    ).eval()
+    export_onnx(model, tokenizer, tmp_path / "model.onnx")
+    bundle = _bundle(tmp_path, model, tokenizer, "fp32")
+
+    short, _ = bundle.encode(["a bug", "a longer title about a bug in trees"])["input_ids"]
+    padded = tokenizer(["a bug", "a longer title about a bug in trees"], padding=True)["input_ids"][0]
+    assert list(short) == padded and short[-1] == tokenizer.convert_tokens_to_ids("[UNK]") != 0
