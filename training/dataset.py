@@ -25,6 +25,7 @@ from skmultilearn.model_selection import IterativeStratification
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from training.records import repository_argument
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
 from training.store.models import (
@@ -473,7 +474,9 @@ def _carve_validation(
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.dataset --repo OWNER/NAME``: show the dataset a refresh would train on."""
     parser = argparse.ArgumentParser(prog="python -m training.dataset", description=main.__doc__)
-    parser.add_argument("--repo", action="append", required=True, metavar="OWNER/NAME")
+    parser.add_argument(
+        "--repo", action="append", required=True, type=repository_argument, metavar="OWNER/NAME"
+    )
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
     args = parser.parse_args(argv)
     try:

@@ -30,7 +30,7 @@ from training.issue_templates import TEMPLATE_DIR, template_labels
 from training.jsonl_import import import_jsonl
 from training.logs import configure_logging
 from training.progress import Progress
-from training.records import IssueRecord, LabelRecord, RecordError, parse_issue
+from training.records import IssueRecord, LabelRecord, RecordError, parse_issue, repository_argument
 from training.registry import Registry
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repo",
         action="append",
         default=[],
+        type=repository_argument,
         metavar="OWNER/NAME",
         help="repository to fetch (repeatable); with --from-jsonl, keep only these",
     )

@@ -29,6 +29,7 @@ class ImportReport:
     path: Path
     counts: Counts = field(default_factory=Counts)
     repositories: set[str] = field(default_factory=set)
+    other_repositories: set[str] = field(default_factory=set)  # in the file, not asked for
     malformed_lines: list[int] = field(default_factory=list)
 
 
@@ -78,6 +79,7 @@ def import_jsonl(
 
     for record in read_jsonl(path, report, default_repo):
         if repos and record.repo not in repos:
+            report.other_repositories.add(record.repo)
             continue
         batch.append(record)
         if len(batch) >= BATCH:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -10,6 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 _REPO_FROM_URL = re.compile(r"/repos/([^/]+/[^/]+?)(?:/|$)|github\.com/([^/]+/[^/]+?)/(?:issues|pull)/")
+# GitHub's owner and repository names: letters, digits, '-', '_' and '.'
+_REPO_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+def repository_argument(value: str) -> str:
+    """A command line's OWNER/NAME, checked before it names a registry folder or a store row."""
+    if not _REPO_NAME.fullmatch(value) or any(part in {".", ".."} for part in value.split("/")):
+        raise argparse.ArgumentTypeError(
+            f"expected OWNER/NAME (e.g. scikit-learn/scikit-learn), got {value!r}"
+        )
+    return value
 
 
 class RecordError(ValueError):

@@ -49,6 +49,7 @@ from training.metrics import (
 )
 from training.model_card import model_card
 from training.precision import training_precision
+from training.records import repository_argument
 from training.refresh_runs import (
     FAILED,
     PROMOTED,
@@ -212,9 +213,18 @@ def run_refresh(
     timings: dict[str, float] = {}
     with _stage(timings, "data"):
         if from_jsonl:
+            found, others = False, set[str]()
             for path in from_jsonl:
                 report = import_jsonl(store, path, repos={repo}, template_labels=settings.template_labels)
                 log.info("%s: %s", path, report.counts.summary())
+                found = found or repo in report.repositories
+                others |= report.other_repositories
+            if not found:
+                held = sorted(others)
+                raise RefreshError(
+                    f"{', '.join(map(str, from_jsonl))} holds no issue of {repo}"
+                    + (f" (it holds {', '.join(held[:5])}{' ...' if len(held) > 5 else ''})" if held else "")
+                )
         else:
             if clients is None:
                 raise RefreshError("fetching needs GitHub credentials (or give --from-jsonl)")
@@ -570,7 +580,9 @@ def summary_table(result: RefreshResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.refresh", description=__doc__)
-    parser.add_argument("--repo", metavar="OWNER/NAME", help="the repository to retrain")
+    parser.add_argument(
+        "--repo", type=repository_argument, metavar="OWNER/NAME", help="the repository to retrain"
+    )
     parser.add_argument(
         "--history", metavar="OWNER/NAME", help="print the repository's refresh history and exit"
     )

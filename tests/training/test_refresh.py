@@ -308,6 +308,40 @@ def test_a_base_model_that_cannot_load_fails_the_refresh_before_its_data_stage(
         store.close()
 
 
+def test_a_jsonl_without_the_repositorys_issues_fails_the_refresh_naming_what_it_holds(
+    small_settings: Settings, slice_path: Path
+) -> None:
+    store = Store(small_settings.database_url)
+    try:
+        with pytest.raises(
+            RefreshError, match=f"{slice_path} holds no issue of other/none \\(it holds {REPO}\\)"
+        ):
+            run_refresh(
+                small_settings,
+                store,
+                "other/none",
+                TINY,
+                registry=Registry(small_settings.registry_dir),
+                from_jsonl=[slice_path],
+            )
+    finally:
+        store.close()
+
+
+def test_refresh_cli_refuses_a_repository_that_is_not_owner_slash_name(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "training.refresh", "--repo", "../models"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert (
+        "argument --repo: expected OWNER/NAME (e.g. scikit-learn/scikit-learn), got '../models'"
+        in result.stderr
+    )
+
+
 def test_a_distilled_student_keeps_every_other_teacher_layer() -> None:
     assert keep_layers(6, 3) == [1, 3, 5]
     assert keep_layers(6, 2) == [2, 5]
