@@ -57,12 +57,24 @@ def keep_layers(total: int, keep: int) -> list[int]:
     return [round(total - 1 - step * i) for i in reversed(range(keep))]
 
 
+def _layer_stack(model: PreTrainedModel) -> tuple[torch.nn.Module, str]:
+    """The module holding the encoder's layers and the list's name: ``encoder.layer`` in BERT,
+    RoBERTa and ELECTRA, ``transformer.layer`` in DistilBERT."""
+    total = model.config.num_hidden_layers
+    for module in model.base_model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.ModuleList) and len(child) == total:
+                return module, name
+    raise ValueError(f"no list of {total} layers found in the {model.config.model_type} encoder to distil")
+
+
 def shallow_copy(teacher: PreTrainedModel, keep: int) -> tuple[PreTrainedModel, list[int]]:
     """The teacher with only ``keep`` of its encoder layers: the student's starting point."""
     student = copy.deepcopy(teacher)
-    encoder = student.base_model.encoder
-    kept = keep_layers(len(encoder.layer), keep)
-    encoder.layer = torch.nn.ModuleList([encoder.layer[i] for i in kept])
+    owner, name = _layer_stack(student)
+    layers = getattr(owner, name)
+    kept = keep_layers(len(layers), keep)
+    setattr(owner, name, torch.nn.ModuleList([layers[i] for i in kept]))
     student.config.num_hidden_layers = keep
     return student, kept
 

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceC
 
 from training.bundle import Bundle, Thresholds, write_manifest, write_serving_files
 from training.config import PACKAGED_MODEL, resolve_base_model
+from training.distill import shallow_copy
 from training.export import calibration_feeds, export_onnx, quantize_int8
 from training.finetune import predict_probabilities
 
@@ -74,3 +75,20 @@ def test_a_bundle_pads_with_the_padding_token_training_used(shared_data: Path, t
     short, _ = bundle.encode(["a bug", "a longer title about a bug in trees"])["input_ids"]
     padded = tokenizer(["a bug", "a longer title about a bug in trees"], padding=True)["input_ids"][0]
     assert list(short) == padded and short[-1] == tokenizer.convert_tokens_to_ids("[UNK]") != 0
+
+
+def test_a_distilbert_teacher_gives_a_shallower_student(shared_data: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size, dim=32, n_layers=4, n_heads=2, hidden_dim=64, num_labels=2
+    )
+    teacher = DistilBertForSequenceClassification(config).eval()
+    student, kept = shallow_copy(teacher, 2)  # its layers are transformer.layer, not encoder.layer
+    assert kept == [1, 3] and student.config.n_layers == 2 and len(student.distilbert.transformer.layer) == 2
+    assert len(teacher.distilbert.transformer.layer) == 4
+    assert torch.equal(
+        student.distilbert.transformer.layer[0].ffn.lin2.weight,
+        teacher.distilbert.transformer.layer[1].ffn.lin2.weight,
+    )
+    probabilities = predict_probabilities(student, tokenizer, _titles(shared_data, 4), max_length=32)
+    assert probabilities.shape == (4, 2)
