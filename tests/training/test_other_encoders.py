@@ -8,13 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    BertForMaskedLM,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from training.bundle import Bundle, Thresholds, write_manifest, write_serving_files
-from training.config import PACKAGED_MODEL, resolve_base_model
+from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
 from training.distill import shallow_copy
 from training.export import calibration_feeds, export_onnx, quantize_int8
-from training.finetune import predict_probabilities
+from training.finetune import initial_classifier, predict_probabilities
 
 LABELS = ["Bug", "New Feature"]
 
@@ -92,3 +98,18 @@ def test_a_distilbert_teacher_gives_a_shallower_student(shared_data: Path) -> No
     )
     probabilities = predict_probabilities(student, tokenizer, _titles(shared_data, 4), max_length=32)
     assert probabilities.shape == (4, 2)
+
+
+def test_fine_tuning_starts_from_the_base_models_pooler_not_a_random_one(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """An adapted (MLM) checkpoint has no pooler; the classifier takes the base model's.
+    (RoBERTa's and DistilBERT's classifiers have no pooler: their heads read the first token.)"""
+    base = resolve_base_model(PACKAGED_MODEL)
+    BertForMaskedLM.from_pretrained(base).save_pretrained(tmp_path / "adapted")
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "adapted")
+
+    model, _ = initial_classifier(
+        str(tmp_path / "adapted"), base, LABELS, _titles(shared_data, 8), TrainingConfig(max_length=32)
+    )
+    assert torch.equal(model.bert.pooler.dense.weight, AutoModel.from_pretrained(base).pooler.dense.weight)
