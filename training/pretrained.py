@@ -10,13 +10,11 @@ expected (a checkpoint of another architecture, a truncated file): that is a war
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import Any
 
 from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
-
-Model = TypeVar("Model", bound=PreTrainedModel)
 
 # transformers logs the load report and the tied-weights notice here
 _TRANSFORMERS_LOADER = "transformers.modeling_utils"
@@ -32,7 +30,7 @@ def _modules(keys: list[str], depth: int = 2) -> list[str]:
     return sorted({".".join(key.split(".")[:-1][:depth]) for key in keys})
 
 
-def encoder_keys(model: PreTrainedModel, keys: list[str]) -> list[str]:
+def _encoder_keys(model: PreTrainedModel, keys: list[str]) -> list[str]:
     """The keys that belong to the encoder itself, its pooler left out."""
     if model.base_model is model:  # a bare encoder: its keys carry no prefix
         return [k for k in keys if not k.startswith("pooler.")]
@@ -54,7 +52,7 @@ def load_pretrained(model_class: Any, name_or_path: str, **kwargs: Any) -> PreTr
     finally:
         loader.removeFilter(quiet)
     missing = sorted(info.get("missing_keys", ()))
-    lacking = encoder_keys(model, missing)
+    lacking = _encoder_keys(model, missing)
     fresh = [k for k in missing if k not in lacking]
     name = type(model).__name__
     if lacking:
