@@ -450,9 +450,9 @@ def recorded_refresh(
         if clients is not None:
             clients.close()
         raise
-    if stale := registry.remove_work_folders(repo):  # the lock is ours: no other refresh runs
-        log.warning("%s: removed the work folders of refreshes that died: %s", repo, ", ".join(stale))
     try:
+        if stale := registry.remove_work_folders(repo):  # the lock is ours: no other refresh runs
+            log.warning("%s: removed the work folders of refreshes that died: %s", repo, ", ".join(stale))
         if not from_jsonl and clients is None:
             clients = GitHubClients(settings)
         result = run_refresh(

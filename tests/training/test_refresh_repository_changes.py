@@ -185,6 +185,26 @@ def test_the_next_refresh_removes_what_a_killed_one_left(
     assert not left.exists() and not list(registry.repo_dir(REPO).glob(".work-*"))
 
 
+def test_a_refresh_that_fails_before_training_is_recorded_failed_and_frees_the_lock(
+    small_settings: Settings,  # noqa: F811
+    slice_path: Path,  # noqa: F811
+) -> None:
+    """Even before its first stage (here the registry refusing a name that is not OWNER/NAME,
+    given through the Python API), a refresh that fails leaves no run "running" and no lock held."""
+    registry = Registry(small_settings.registry_dir)
+    store = Store(small_settings.database_url)
+    try:
+        for _ in range(2):  # the second try is not refused as busy: the first freed the lock
+            with pytest.raises(ValueError, match="expected OWNER/NAME"):
+                recorded_refresh(
+                    small_settings, store, "not-a-name", TINY, registry=registry, from_jsonl=[slice_path]
+                )
+        history = RefreshRuns(store, lock_hours=1).history("not-a-name")
+    finally:
+        store.close()
+    assert [run["status"] for run in history] == ["failed", "failed"]
+
+
 @pytest.mark.parametrize("github_down_first", [False, True], ids=["github-up", "github-down-at-first"])
 def test_a_refresh_by_the_new_name_after_a_rename_continues_the_repositorys_history(
     tmp_path: Path,
