@@ -15,9 +15,14 @@ _REPO_FROM_URL = re.compile(r"/repos/([^/]+/[^/]+?)(?:/|$)|github\.com/([^/]+/[^
 _REPO_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
+def is_repository_name(value: str) -> bool:
+    """OWNER/NAME as GitHub spells repositories (the registry's folders are named by it)."""
+    return bool(_REPO_NAME.fullmatch(value)) and not any(part in {".", ".."} for part in value.split("/"))
+
+
 def repository_argument(value: str) -> str:
     """A command line's OWNER/NAME, checked before it names a registry folder or a store row."""
-    if not _REPO_NAME.fullmatch(value) or any(part in {".", ".."} for part in value.split("/")):
+    if not is_repository_name(value):
         raise argparse.ArgumentTypeError(
             f"expected OWNER/NAME (e.g. scikit-learn/scikit-learn), got {value!r}"
         )

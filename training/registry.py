@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from training.bundle import MANIFEST, Bundle, BundleError
+from training.records import is_repository_name
 
 CURRENT = "current"
 REJECTED = "REJECTED"
@@ -37,7 +38,7 @@ class Registry:
         self.root = root
 
     def repo_dir(self, repo: str) -> Path:
-        if repo.count("/") != 1:
+        if not is_repository_name(repo):
             raise ValueError(f"expected OWNER/NAME, got {repo!r}")
         return self.root / repo.replace("/", "__")
 
