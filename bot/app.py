@@ -76,13 +76,16 @@ def create_app(services: BotServices) -> FastAPI:
             return _refuse(
                 503, "ISSUE_LABELER_WEBHOOK_SECRET is not set; deliveries cannot be verified", delivery_id
             )
-        if not signature.is_valid(
-            settings.webhook_secret.get_secret_value(),
+        secret_used = signature.matching_secret(
+            [s.get_secret_value() for s in (settings.webhook_secret, *settings.webhook_previous_secrets)],
             bytes(body),
             request.headers.get("x-hub-signature-256"),
-        ):
+        )
+        if secret_used is None:
             services.metrics.deliveries.labels(event or "unknown", "bad_signature").inc()
             return _refuse(401, "missing or wrong X-Hub-Signature-256", delivery_id)
+        if secret_used > 0:
+            _previous_secret_used(secret_used, delivery_id)
         if not event or not delivery_id:
             return _refuse(400, "X-GitHub-Event and X-GitHub-Delivery headers are required", delivery_id)
         try:
@@ -126,6 +129,22 @@ def create_app(services: BotServices) -> FastAPI:
         if handled:
             services.workers.wake()
         return JSONResponse({"status": "accepted" if handled else "ignored", "delivery": delivery_id}, 202)
+
+    previous_secrets_seen: set[int] = set()
+
+    def _previous_secret_used(index: int, delivery_id: str | None) -> None:
+        """Accepted, but the rotation is not finished: say so once per secret, count every one."""
+        services.metrics.previous_secret_deliveries.labels(str(index)).inc()
+        if index not in previous_secrets_seen:
+            previous_secrets_seen.add(index)
+            log.warning(
+                "delivery %s is signed with ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS' secret %d, not "
+                "ISSUE_LABELER_WEBHOOK_SECRET: GitHub still signs with an earlier secret (said once; "
+                "counted in issue_labeler_previous_secret_deliveries_total). Set the new secret on "
+                "GitHub, then drop the earlier one from the list.",
+                delivery_id or "-",
+                index,
+            )
 
     def _refuse(status: int, reason: str, delivery_id: str | None) -> JSONResponse:
         log.warning("delivery %s refused (%d): %s", delivery_id or "-", status, reason)

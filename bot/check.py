@@ -65,6 +65,17 @@ def check_secrets(settings: Settings) -> list[Finding]:
             "set ISSUE_LABELER_WEBHOOK_SECRET to the secret of the App's webhook",
         )
     ]
+    if settings.webhook_previous_secrets:
+        findings.append(
+            Finding(
+                False,
+                f"{len(settings.webhook_previous_secrets)} earlier webhook secret(s) accepted too",
+                "once the App's webhook on GitHub has the new secret, empty "
+                "ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS (the bot's log says when a delivery still "
+                "came signed with an earlier one)",
+                warning=True,
+            )
+        )
     if settings.api_token is None:
         findings.append(
             Finding(

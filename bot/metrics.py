@@ -14,6 +14,13 @@ class BotMetrics:
             ["event", "outcome"],
             registry=self.registry,
         )
+        self.previous_secret_deliveries = Counter(
+            "issue_labeler_previous_secret_deliveries",
+            "Deliveries signed with an earlier webhook secret (ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS, "
+            "by its position from 1) rather than the current one",
+            ["position"],
+            registry=self.registry,
+        )
         self.jobs = Counter(
             "issue_labeler_jobs",
             "Jobs finished by event and status",

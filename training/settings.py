@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="Secret GitHub signs webhook deliveries with."
     )
+    webhook_previous_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="Earlier webhook secrets still accepted while a new one is rolled out (JSON list); "
+        "a delivery signed with one is logged and counted. Empty them once GitHub signs with the new one.",
+    )
     registry_dir: Path = Field(default=Path("var/models"), description="Model bundle registry.")
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token protecting /predict and /admin endpoints."

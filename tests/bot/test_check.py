@@ -37,6 +37,9 @@ def test_a_ready_installation_passes_and_each_problem_names_its_fix(
     text, code = report(run_checks(make_settings(**good)))
     assert code == 0 and "ready to serve" in text and "FAIL" not in text, text
     assert f"{REPO}: bundle" in text and "installed for 1 account(s)" in text
+    text, code = report(run_checks(make_settings(**good, webhook_previous_secrets=["an-earlier-secret"])))
+    assert code == 0 and "1 earlier webhook secret(s) accepted too" in text, text
+    assert "ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS" in text and "an-earlier-secret" not in text
 
     bundle_dir = next((registry / REPO.replace("/", "__")).glob("2*"))
     (bundle_dir / "labels.json").write_text('["tampered"]')

@@ -30,6 +30,51 @@ def test_missing_or_wrong_signature_is_401(bot: BotUnderTest) -> None:
     assert bot.job_status("s1") is None and bot.job_status("s2") is None  # nothing stored
 
 
+def test_a_secret_being_rotated_out_is_still_accepted_and_said(  # type: ignore[no-untyped-def]
+    fake_github, app_keys, bundle_registry, database_url, real_issues, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitHub switches to a new webhook secret the moment it is saved there; the bot, deployed
+    before or after, accepts both while the rotation lasts and says when the old one is still used."""
+    new_secret = "the-new-webhook-secret"
+    rotating = start_bot(
+        fake_github,
+        app_keys,
+        bundle_registry,
+        database_url,
+        real_issues,
+        webhook_secret=new_secret,
+        webhook_previous_secrets=[SECRET],
+    )
+    caplog.set_level(logging.INFO)
+    signed_new = Deliverer(rotating.server.url, secret=new_secret)
+    signed_other = Deliverer(rotating.server.url, secret="neither-secret")
+    try:
+        issue = rotating.open_issue()
+        old = rotating.send_issue("opened", issue, delivery_id="old-1")
+        assert old.status_code == 202, old.text
+        wait_for(lambda: rotating.job_status("old-1") == "done", what="the job signed with the old secret")
+        assert rotating.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")
+        assert signed_new.post("ping", _ping(), delivery_id="new-1").status_code == 202
+        assert rotating.deliver.post("ping", _ping(), delivery_id="old-2").status_code == 202
+        assert signed_other.post("ping", _ping(), delivery_id="other-1").status_code == 401
+        assert rotating.job_status("other-1") is None
+
+        said = [
+            r.getMessage()
+            for r in caplog.records
+            if "ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS" in r.getMessage()
+        ]
+        # Said once, naming the first such delivery: the installation start_bot sent.
+        assert len(said) == 1 and "install-1" in said[0], said
+        metrics = rotating.deliver.client.get("/metrics").text
+        assert 'issue_labeler_previous_secret_deliveries_total{position="1"} 3.0' in metrics
+        assert SECRET not in caplog.text and new_secret not in caplog.text
+    finally:
+        for deliverer in (signed_new, signed_other, rotating.deliver):
+            deliverer.close()
+        rotating.server.stop()
+
+
 def test_malformed_json_and_missing_headers_are_400(bot: BotUnderTest) -> None:
     assert bot.deliver.post("issues", b"{not json", delivery_id="m1").status_code == 400
     assert bot.deliver.post("issues", b"[1, 2]", delivery_id="m2").status_code == 400

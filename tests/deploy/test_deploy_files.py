@@ -15,6 +15,7 @@ import yaml
 from bot.handlers import HANDLED_EVENTS
 from bot.repo_config import parse_repo_config
 from tests.conftest import REPO_ROOT
+from training.settings import Settings
 
 DEPLOY = REPO_ROOT / "deploy"
 # Events GitHub sends every App without a subscription (the manifest cannot list them).
@@ -59,6 +60,10 @@ def test_deployment_probes_and_secrets() -> None:
         "ISSUE_LABELER_API_TOKEN",
         "ISSUE_LABELER_DATABASE_URL",
     } <= secret_env
+    rotation = next(e for e in container["env"] if e["name"] == "ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS")
+    assert rotation["valueFrom"]["secretKeyRef"]["optional"] is True  # absent outside a rotation
+    settings_named = {e["name"].removeprefix("ISSUE_LABELER_").lower() for e in container["env"]}
+    assert settings_named <= set(Settings.model_fields), "every variable names a setting"
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     claims = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
     pvc = yaml.safe_load((DEPLOY / "k8s" / "pvc.yaml").read_text())

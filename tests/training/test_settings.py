@@ -29,6 +29,7 @@ def test_documented_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path:
         "ISSUE_LABELER_GITHUB_APP_ID": "1234",
         "ISSUE_LABELER_GITHUB_PRIVATE_KEY_PATH": str(key),
         "ISSUE_LABELER_WEBHOOK_SECRET": "s3cret",
+        "ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS": '["0ld, with a comma"]',
         "ISSUE_LABELER_REGISTRY_DIR": str(tmp_path / "models"),
         "ISSUE_LABELER_API_TOKEN": "api",
         "ISSUE_LABELER_EXCLUDE_LABELS": "Needs Triage, wontfix",
@@ -48,7 +49,8 @@ def test_documented_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert settings.exclude_labels == ["Needs Triage", "wontfix"]
     assert settings.label_aliases == {"enhancement": "New Feature"}
     assert settings.template_labels == {"o/r": ["Bug"]}
-    assert "s3cret" not in repr(settings)
+    assert [s.get_secret_value() for s in settings.webhook_previous_secrets] == ["0ld, with a comma"]
+    assert "s3cret" not in repr(settings) and "0ld" not in repr(settings)
 
 
 def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
