@@ -11,6 +11,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,6 +26,29 @@ from bot.jobs import JOB_STATUSES, Delivery
 from bot.services import BotServices
 
 log = logging.getLogger(__name__)
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+class MalformedDelivery(ValueError):
+    """A body that carries no JSON document; the message says why without quoting it."""
+
+
+def delivery_document(body: bytes, content_type: str | None) -> bytes:
+    """A delivery's JSON document. A repository or organization webhook sends it as the body
+    (content type ``json``) or, GitHub's default when such a webhook is created, as the form
+    field ``payload``; the signature covers the body either way."""
+    if content_type is None or content_type.split(";")[0].strip().lower() != FORM:
+        return body
+    try:
+        form = body.decode("utf-8")
+        fields = parse_qs(form, keep_blank_values=True, strict_parsing=True, max_num_fields=16)
+    except ValueError:  # its message quotes the body
+        raise MalformedDelivery("a form-encoded body that does not parse") from None
+    if len(fields.get("payload", ())) != 1:
+        raise MalformedDelivery("a form-encoded body without one 'payload' field")
+    return fields["payload"][0].encode("utf-8")
 
 
 class RefreshRequestBody(BaseModel):
@@ -89,7 +113,10 @@ def create_app(services: BotServices) -> FastAPI:
         if not event or not delivery_id:
             return _refuse(400, "X-GitHub-Event and X-GitHub-Delivery headers are required", delivery_id)
         try:
-            payload = json.loads(body)
+            document = delivery_document(bytes(body), request.headers.get("content-type"))
+            payload = json.loads(document)
+        except MalformedDelivery as exc:
+            return _refuse(400, f"body is not a webhook payload: {exc}", delivery_id)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _refuse(400, f"body is not JSON: {exc.__class__.__name__}", delivery_id)
         if not isinstance(payload, dict):
@@ -105,7 +132,7 @@ def create_app(services: BotServices) -> FastAPI:
         handled = services.handled(event)
         # The commit waits on the disk (and on SQLite's single writer): not on the event loop.
         try:
-            accepted = await run_in_threadpool(services.queue.accept, delivery, bytes(body), handled=handled)
+            accepted = await run_in_threadpool(services.queue.accept, delivery, document, handled=handled)
         except SQLAlchemyError as exc:
             # Not stored, so not acknowledged: GitHub lists the delivery as failed, and the bot
             # (a GitHub App) asks for it again later (bot/redelivery.py).

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import pytest
 
-from tests.bot.conftest import REPO, BotUnderTest, start_bot
+from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest, start_bot
 from tests.bot.helpers import SECRET, Deliverer, example, issue_delivery, repository_json, wait_for
 
 
@@ -81,6 +82,27 @@ def test_malformed_json_and_missing_headers_are_400(bot: BotUnderTest) -> None:
     assert bot.deliver.post(None, _ping(), delivery_id="m3").status_code == 400
     assert bot.deliver.post("ping", _ping(), delivery_id=None).status_code == 400
     assert bot.deliver.client.get("/healthz").status_code == 200  # still serving
+
+
+def test_a_form_encoded_delivery_is_read_from_its_payload_field(bot: BotUnderTest) -> None:
+    """GitHub's default content type for a repository webhook: the JSON in the ``payload`` field."""
+    issue = bot.open_issue()
+    document = json.dumps(issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION))
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    sent = bot.deliver.post("issues", urlencode({"payload": document}).encode(), delivery_id="form-1", **form)
+    assert sent.status_code == 202, sent.text
+    wait_for(lambda: bot.job_status("form-1") == "done", what="the form-encoded delivery's job")
+    assert bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")
+
+    for delivery_id, body in [
+        ("form-2", urlencode({"other": document}).encode()),  # no payload field
+        ("form-3", urlencode([("payload", document), ("payload", document)]).encode()),
+        ("form-4", b"payload=%7B&&the-secret-body"),  # does not parse: the refusal must not quote it
+        ("form-5", urlencode({"payload": "{not json"}).encode()),
+    ]:
+        refused = bot.deliver.post("issues", body, delivery_id=delivery_id, **form)
+        assert refused.status_code == 400, (delivery_id, refused.text)
+        assert "the-secret-body" not in refused.text and bot.job_status(delivery_id) is None
 
 
 def test_oversized_body_is_413(fake_github, app_keys, bundle_registry, database_url, real_issues) -> None:  # type: ignore[no-untyped-def]
