@@ -54,6 +54,7 @@ from training.refresh_runs import (
     FAILED,
     PROMOTED,
     REJECTED,
+    LockLease,
     RefreshBusy,
     RefreshRuns,
     SlotTaken,
@@ -199,8 +200,10 @@ def run_refresh(
     from_jsonl: list[Path] | None = None,
     clients: GitHubClients | None = None,
     force: bool = False,
+    lease: LockLease | None = None,
 ) -> RefreshResult:
-    """One full refresh of one repository."""
+    """One full refresh of one repository. Under ``recorded_refresh`` a ``lease`` keeps its
+    lock; a refresh that lost the lock registers nothing."""
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     base_model = resolve_base_model(config.base_model)
@@ -387,6 +390,10 @@ def run_refresh(
             with suppress(Exception):  # the failure above is the one to report
                 if _name_now(store, repository_id) is None:
                     registry.forget_repo(repo)
+    if lease is not None and lease.lost:  # another refresh holds the repository now
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        lease.check()
     renamed_from = None
     name = _name_now(store, repository_id)
     if name is None:
@@ -455,16 +462,18 @@ def recorded_refresh(
             log.warning("%s: removed the work folders of refreshes that died: %s", repo, ", ".join(stale))
         if not from_jsonl and clients is None:
             clients = GitHubClients(settings)
-        result = run_refresh(
-            settings,
-            store,
-            repo,
-            config,
-            registry=registry,
-            from_jsonl=from_jsonl,
-            clients=clients,
-            force=force,
-        )
+        with LockLease(runs, started, repo) as lease:
+            result = run_refresh(
+                settings,
+                store,
+                repo,
+                config,
+                registry=registry,
+                from_jsonl=from_jsonl,
+                clients=clients,
+                force=force,
+                lease=lease,
+            )
     except BaseException as exc:
         runs.finish(started, status=FAILED, outcome=str(exc) or type(exc).__name__)
         raise

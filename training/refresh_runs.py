@@ -1,8 +1,10 @@
 """Refresh history and the per-repository refresh lock, both in the store.
 
 The lock is a row with an expiry rather than a database session lock: the refresh runs in its
-own process for up to an hour, and a lock must outlive neither a crashed process (it expires)
-nor allow a second refresh of the same repository from another replica (the row is shared).
+own process, and a lock must outlive neither a crashed process (it expires) nor allow a second
+refresh of the same repository from another replica (the row is shared). A running refresh
+renews its lock (``LockLease``), so the expiry only has to outlast a renewal, not the longest
+refresh: one of a large repository may train for hours.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import TracebackType
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from training.store import Store
 from training.store.models import RefreshLock, RefreshRun, Repository
@@ -27,6 +31,10 @@ RUNNING, PROMOTED, REJECTED, FAILED = "running", "promoted", "rejected", "failed
 
 class RefreshBusy(Exception):
     """Another refresh of the repository holds the lock."""
+
+
+class LockLost(Exception):
+    """The lock expired unrenewed and another refresh took it: this one must not promote."""
 
 
 class SlotTaken(Exception):
@@ -118,6 +126,21 @@ class RefreshRuns:
                 raise RefreshBusy("another process took over the expired lock")
             log.warning("took over the refresh lock left by %s (expired)", held.holder)
 
+    def renew(self, started: StartedRun, at: datetime | None = None) -> bool:
+        """Push the running refresh's lock expiry on; False when the run no longer holds it."""
+        stamp = at or now()
+        with self.store.session() as session:
+            renewed = session.execute(
+                update(RefreshLock)
+                .where(
+                    RefreshLock.repository_id == started.repository_id,
+                    RefreshLock.holder == self.holder,
+                    RefreshLock.run_id == started.run_id,
+                )
+                .values(expires_at=stamp + self.lock_for)
+            )
+        return renewed.rowcount == 1
+
     def _unlock(self, repository_id: int) -> None:
         with self.store.session() as session:
             session.execute(
@@ -188,6 +211,50 @@ class RefreshRuns:
                 .order_by(RefreshRun.started_at.desc())
                 .limit(1)
             )
+
+
+class LockLease:
+    """Renews a running refresh's lock from a background thread, a quarter of its lifetime
+    apart, until the refresh ends. A renewal the store cannot take now is tried again at the
+    next one; a lock found taken by another refresh is lost for good, and ``check`` says so
+    before anything is promoted."""
+
+    def __init__(self, runs: RefreshRuns, started: StartedRun, repo: str, every: float | None = None) -> None:
+        self.runs, self.started, self.repo = runs, started, repo
+        self.every = every if every is not None else runs.lock_for.total_seconds() / 4
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"refresh-lock {repo}", daemon=True)
+
+    def __enter__(self) -> LockLease:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def check(self) -> None:
+        if self.lost:
+            raise LockLost(
+                f"{self.repo}: this refresh's lock expired unrenewed and another refresh took it; "
+                "nothing promoted (raise ISSUE_LABELER_REFRESH_LOCK_HOURS if the store is often "
+                "unreachable for that long)"
+            )
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                held = self.runs.renew(self.started)
+            except SQLAlchemyError as exc:
+                log.warning("%s: could not renew the refresh lock (%s); trying again", self.repo, exc)
+                continue
+            if not held:
+                self.lost = True
+                log.error("%s: another refresh took the lock; this one will not promote", self.repo)
+                return
 
 
 def format_history(repo: str, rows: list[dict[str, object]]) -> str:

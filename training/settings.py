@@ -257,7 +257,10 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Applied labels needed before live precision is trusted as a trigger."
     )
     refresh_lock_hours: float = Field(
-        default=6.0, gt=0, description="A refresh lock left by a crashed process expires after this long."
+        default=1.0,
+        gt=0,
+        description="A refresh lock left by a crashed process expires after this long; a running "
+        "refresh renews its own every quarter of it, however long it trains.",
     )
     refresh_nice: int = Field(
         default=10, ge=0, le=19, description="Scheduling niceness of refresh processes."

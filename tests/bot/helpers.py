@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from bot.signature import sign
 from tests.conftest import REPO_ROOT
+from tests.conftest import wait_for as wait_for  # the bot tests' import of it
 
 PAYLOADS = REPO_ROOT.parent / "shared" / "github-payloads"
 SECRET = "test-webhook-secret"
@@ -128,18 +129,6 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
-
-
-def wait_for(condition, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll until ``condition()`` is truthy; its value is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def slice_as(folder: Path, repo: str, rows: int = 80) -> Path:

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 import torch
 from sqlalchemy import func, select
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, wait_for
 from training.bundle import Bundle, BundleError, inference_session, write_manifest
 from training.classifier import load_classifier
 from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
@@ -26,6 +27,7 @@ from training.export import export_onnx, quantize_int8
 from training.finetune import finetune, predict_probabilities
 from training.precision import training_precision
 from training.refresh import RefreshError, run_refresh, summary_table
+from training.refresh_runs import LockLease, LockLost, RefreshRuns
 from training.registry import ENCODER_BASE, Registry
 from training.settings import Settings
 from training.store import Store
@@ -197,6 +199,28 @@ def test_a_corrupted_bundle_is_refused_and_the_current_one_keeps_serving(
     (first.bundle_dir / "labels.json").write_text('["tampered"]')
     with pytest.raises(BundleError, match="labels.json is corrupted"):
         registry.load_current(REPO)
+
+
+def test_a_refresh_that_lost_its_lock_registers_nothing(small_settings: Settings, slice_path: Path) -> None:
+    config = TINY.model_copy(update={"adapt": False, "quantize": False})
+    first = _refresh(small_settings, slice_path, config)
+    store = Store(small_settings.database_url)
+    try:
+        stalled = RefreshRuns(store, lock_hours=1, holder="replica-a:1")
+        long_ago = datetime.now(UTC) - timedelta(hours=2)
+        started = stalled.start(REPO, trigger="api", reason="stalls", at=long_ago)
+        RefreshRuns(store, lock_hours=1, holder="replica-b:2").start(REPO, trigger="api", reason="took over")
+        with LockLease(stalled, started, REPO, every=0.01) as lease:
+            wait_for(lambda: lease.lost, what="the lease to find its lock taken")
+            with pytest.raises(LockLost):
+                _refresh(small_settings, slice_path, config, lease=lease)
+    finally:
+        store.close()
+    registry = Registry(small_settings.registry_dir)
+    assert registry.current_version(REPO) == first.version
+    repo_dir = registry.repo_dir(REPO)
+    assert sorted(p.name for p in repo_dir.iterdir() if p.name[0].isdigit()) == [first.version]
+    assert not list(repo_dir.glob(".work-*"))
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
