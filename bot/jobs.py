@@ -2,8 +2,9 @@
 
 Claiming is a conditional UPDATE, so two workers (threads or replicas on one PostgreSQL
 database) cannot run the same job; a job whose worker died is claimed again when its lease
-runs out. Jobs of one issue run in arrival order, after any earlier repository-wide job
-(label, push) and installation event; jobs of different issues run side by side. A job that has
+runs out, while a running job's worker renews it (a job may wait minutes on GitHub). Jobs of
+one issue run in arrival order, after any earlier repository-wide job (label, push) and
+installation event; jobs of different issues run side by side. A job that has
 failed all its regular tries and only waits out an outage holds back no more than the later
 jobs of its own issue: one issue GitHub keeps failing on must not stop a repository's labeling
 for the hours of ``outage_hours``.
@@ -69,6 +70,7 @@ class ClaimedJob:
     attempts: int
     delivery: Delivery
     received_at: datetime
+    lease_until: datetime | None = None  # as the claim wrote it: what a renewal must still find
 
 
 class JobQueue:
@@ -141,8 +143,23 @@ class JobQueue:
                 ).first()
                 if row is not None:
                     delivery = Delivery(row.delivery_id, row.event, json.loads(row.payload))
-                    return ClaimedJob(row.id, row.attempts, delivery, row.received_at)
+                    return ClaimedJob(row.id, row.attempts, delivery, row.received_at, row.lease_until)
         return None
+
+    def renew_lease(self, job_id: int, held_until: datetime) -> datetime | None:
+        """Extend a running job's lease, if it is still the one its worker holds (``held_until``);
+        the new expiry, or None when the job ended or another worker claimed it meanwhile."""
+        with self.store.session() as session:
+            return session.scalar(
+                update(WebhookJob)
+                .where(
+                    WebhookJob.id == job_id,
+                    WebhookJob.status == RUNNING,
+                    WebhookJob.lease_until == held_until,
+                )
+                .values(lease_until=now() + self.lease)
+                .returning(WebhookJob.lease_until)
+            )
 
     def finish(
         self,
@@ -402,6 +419,7 @@ def _take_statement(*, expired_lease: bool) -> ReturningUpdate:
             WebhookJob.event,
             WebhookJob.payload,
             WebhookJob.received_at,
+            WebhookJob.lease_until,
         )
     )
 

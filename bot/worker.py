@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from bot.jobs import ClaimedJob, JobQueue
@@ -43,12 +44,19 @@ class Workers:
         self._threads: list[threading.Thread] = []
         self._last_housekeeping = 0.0
         self._housekeeping_lock = threading.Lock()
+        # The jobs running here and the lease each holds, renewed a third of a lease apart.
+        self._running: dict[int, tuple[ClaimedJob, datetime]] = {}
+        self._running_lock = threading.Lock()
 
     def start(self) -> None:
         for i in range(self.count):
             thread = threading.Thread(target=self._run, name=f"issue-labeler-worker-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self.count:
+            keeper = threading.Thread(target=self._keep_leases, name="issue-labeler-leases", daemon=True)
+            keeper.start()
+            self._threads.append(keeper)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
@@ -93,7 +101,8 @@ class Workers:
         delivery = job.delivery
         name = f"{delivery.event}.{delivery.action}" if delivery.action else delivery.event
         try:
-            outcome = self.handle(job)
+            with self._lease_kept(job):
+                outcome = self.handle(job)
             # inside the try: the handler's last writes commit here, and may fail like its others
             self.queue.finish(job, outcome.text, ignored=outcome.ignored, commit_with=outcome.commit_with)
         except PermanentJobError as exc:
@@ -118,6 +127,43 @@ class Workers:
         self.metrics.jobs.labels(delivery.event, "ignored" if outcome.ignored else "done").inc()
         self.metrics.job_seconds.labels(delivery.event).observe(_since(job.received_at))
         log.info("delivery %s (%s%s): %s", delivery.delivery_id, name, _where(job), outcome.text)
+
+    @contextmanager
+    def _lease_kept(self, job: ClaimedJob) -> Iterator[None]:
+        """While the handler runs, its job's lease is renewed; not after, so a job whose end
+        the store failed to record is claimed again once the lease runs out."""
+        if job.lease_until is not None:
+            with self._running_lock:
+                self._running[job.id] = (job, job.lease_until)
+        try:
+            yield
+        finally:
+            with self._running_lock:
+                self._running.pop(job.id, None)
+
+    def _keep_leases(self) -> None:
+        every = max(self.queue.lease.total_seconds() / 3, 0.01)
+        while not self._stop.wait(every):
+            with self._running_lock:
+                held = list(self._running.values())
+            for job, until in held:
+                try:
+                    renewed = self.queue.renew_lease(job.id, until)
+                except Exception as exc:  # the store briefly unreachable: the next round tries again
+                    log.warning("delivery %s: lease not renewed: %s", job.delivery.delivery_id, exc)
+                    continue
+                with self._running_lock:
+                    if job.id not in self._running:
+                        continue  # it ended meanwhile
+                    if renewed is None:
+                        del self._running[job.id]
+                        log.warning(
+                            "delivery %s: its job's lease ran out before it could be renewed and "
+                            "another worker may run it too",
+                            job.delivery.delivery_id,
+                        )
+                    else:
+                        self._running[job.id] = (job, renewed)
 
     def _maybe_housekeep(self) -> None:
         if (

@@ -183,7 +183,10 @@ class Settings(BaseSettings):
         "as failed.",
     )
     job_lease_seconds: float = Field(
-        default=300.0, gt=0, description="A running job not finished by then (crash) is run again."
+        default=300.0,
+        gt=0,
+        description="A running job whose worker stopped renewing its lease this long ago (a crash) "
+        "is run again.",
     )
     feedback_accept_days: float = Field(
         default=7.0, ge=0, description="A bot label left in place this many days counts as accepted."

@@ -117,6 +117,27 @@ def test_failures_back_off_then_fail_for_good_and_expired_leases_are_reclaimed(s
     assert again is not None and again.delivery.delivery_id == "crashed" and again.attempts == 2
 
 
+def test_a_lease_is_renewed_only_by_the_worker_that_still_holds_it(store: Store) -> None:
+    queue = JobQueue(store, max_attempts=3, retry_seconds=1, lease_seconds=1.0)
+    _accept(queue, _delivery("slow", "o/a"))
+    job = queue.claim()
+    assert job is not None and job.lease_until is not None
+    time.sleep(0.6)
+    renewed = queue.renew_lease(job.id, job.lease_until)
+    assert renewed is not None and renewed > job.lease_until
+    time.sleep(0.6)
+    assert queue.claim() is None  # past the first lease, within the renewed one
+    assert queue.renew_lease(job.id, job.lease_until) is None  # a lease since replaced
+
+    time.sleep(1.0)  # not renewed again: it runs out and another worker claims the job
+    taken = queue.claim()
+    assert taken is not None and taken.id == job.id and taken.attempts == 2
+    assert queue.renew_lease(job.id, renewed) is None  # the first worker's lease is gone
+    assert taken.lease_until is not None
+    queue.finish(taken, "done")
+    assert queue.renew_lease(taken.id, taken.lease_until) is None  # ended
+
+
 def test_an_outage_is_retried_beyond_the_tries_within_its_window_with_capped_waits(store: Store) -> None:
     queue = JobQueue(
         store, max_attempts=1, retry_seconds=0.05, lease_seconds=5, retry_max_seconds=0.1, outage_hours=1

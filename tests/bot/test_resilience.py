@@ -166,6 +166,21 @@ def test_a_write_github_refuses_for_good_fails_at_once_but_a_rate_limit_is_retri
     assert bot.labels_on(busy["number"]) == ["bug", "documentation"]
 
 
+@pytest.mark.parametrize("bot_settings", [{"worker_threads": 2, "job_lease_seconds": 0.6}])
+def test_a_job_slower_than_its_lease_keeps_it_and_runs_once(bot: BotUnderTest) -> None:
+    """GitHub answering slowly (or a rate limit waited out) may hold a job past its lease: its
+    worker renews the lease, so the other worker does not run the job a second time."""
+    issue = bot.open_issue()
+    path = rf"/repos/{REPO}/issues/{issue['number']}/labels"
+    bot.fake.faults.append(
+        Fault(path=path, method="POST", status=0, delay=2.5, times=1)
+    )  # slow, then answers
+    bot.send_issue("opened", issue, delivery_id="slow-1")
+    wait_for(lambda: bot.job_status("slow-1") == "done", what="the slow job", timeout=30)
+    assert len(bot.fake.requests_to(path, "POST")) == 1
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
 @pytest.mark.parametrize("bot_settings", [{"worker_threads": 1, "job_lease_seconds": 1.0}])
 def test_a_worker_outlives_the_store_failing_as_a_job_ends(bot: BotUnderTest) -> None:
     """The labels are written, then the store fails to record it: the job runs again after its
