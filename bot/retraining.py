@@ -64,6 +64,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+TIMED_OUT = 124  # as timeout(1) reports it
+STOP_GRACE_SECONDS = 60.0
+
+
 class RefreshLauncher:
     """Runs one refresh as ``python -m training.refresh`` at ``refresh_nice`` and waits for it."""
 
@@ -85,8 +89,14 @@ class RefreshLauncher:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ISSUE_LABELER_")}
         environment |= settings_env(self.settings) | {"TQDM_DISABLE": "1"}
         log.info("%s: refresh starting (%s: %s)", request.repo, request.trigger, request.reason)
-        code = subprocess.run(command, env=environment, check=False).returncode
-        outcome = {0: "finished", 1: "failed", 2: "refused its settings", 3: "skipped: another refresh runs"}
+        code = self._run(command, environment, request.repo)
+        outcome = {
+            0: "finished",
+            1: "failed",
+            2: "refused its settings",
+            3: "skipped: another refresh runs",
+            TIMED_OUT: "stopped: still running after ISSUE_LABELER_REFRESH_TIMEOUT_HOURS",
+        }
         log.log(
             logging.INFO if code in (0, 3) else logging.ERROR,
             "%s: refresh %s (exit %d)",
@@ -95,6 +105,30 @@ class RefreshLauncher:
             code,
         )
         return code
+
+    def _run(self, command: list[str], environment: dict[str, str], repo: str) -> int:
+        """The child's exit status; past the time limit it is asked to stop (it records the run
+        failed and frees the lock), then killed if it does not."""
+        limit = self.settings.refresh_timeout_hours * 3600 or None
+        child = subprocess.Popen(command, env=environment)
+        try:
+            return child.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            log.error(
+                "%s: refresh still running after %.1f h: stopping it",
+                repo,
+                self.settings.refresh_timeout_hours,
+            )
+            child.terminate()
+            try:
+                child.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            return TIMED_OUT
+        except BaseException:  # the bot itself stopping: the child must not outlive it unseen
+            child.terminate()
+            raise
 
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")

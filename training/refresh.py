@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -71,6 +72,20 @@ log = logging.getLogger(__name__)
 
 class RefreshError(Exception):
     """A refresh that could not produce a servable bundle; the model in service is untouched."""
+
+
+class RefreshStopped(RefreshError):
+    """SIGTERM (the bot's time limit, a container stopping): recorded failed, lock freed."""
+
+
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into an exception, so that the run is recorded and its lock and work folder
+    are released on the way out instead of the process vanishing mid-stage."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise RefreshStopped("stopped by SIGTERM (a time limit, or the host shutting down)")
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 @dataclass
@@ -628,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --repo OWNER/NAME (or --history OWNER/NAME)")
     if args.nice:
         os.nice(args.nice)
+    _stop_on_sigterm()
     try:
         settings = load_settings()
         config_path = args.config or settings.refresh_config

@@ -265,6 +265,13 @@ class Settings(BaseSettings):
         description="A refresh lock left by a crashed process expires after this long; a running "
         "refresh renews its own every quarter of it, however long it trains.",
     )
+    refresh_timeout_hours: float = Field(
+        default=12.0,
+        ge=0,
+        description="A refresh the bot started that still runs after this long is stopped (SIGTERM, "
+        "then SIGKILL a minute later) and recorded failed, freeing the repository for the next one; 0: "
+        "no limit.",
+    )
     refresh_nice: int = Field(
         default=10, ge=0, le=19, description="Scheduling niceness of refresh processes."
     )

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.retraining import RefreshLauncher, Retrainer
+from bot.retraining import TIMED_OUT, RefreshLauncher, RefreshRequest, Retrainer
 from bot.served_models import ServedModels
 from tests.bot.conftest import REPO, start_bot
 from tests.bot.helpers import API_TOKEN, slice_as, wait_for
 from tests.conftest import make_settings
+from tests.fakegithub import FakeGitHub
+from tests.fakegithub.server import Fault
 from training.refresh_runs import RefreshRuns
 from training.registry import Registry
 from training.store import Store
@@ -147,3 +149,33 @@ def test_the_server_keeps_answering_during_a_refresh(
     finally:
         running.deliver.close()
         running.server.stop()
+
+
+def test_a_refresh_past_its_time_limit_is_stopped_recorded_and_frees_the_lock(
+    fake_github: FakeGitHub, tmp_path: Path
+) -> None:
+    """A refresh that hangs (here GitHub never answers its fetch) must not hold the repository
+    for ever: the bot stops it at ISSUE_LABELER_REFRESH_TIMEOUT_HOURS, and the run says so."""
+    repo = "octo-org/hangs"
+    fake_github.add_repo(repo)
+    fake_github.faults.append(Fault(path=rf"/repos/{repo}/issues", status=0, delay=300, times=100))
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        registry_dir=tmp_path / "models",
+        github_api_url=fake_github.base_url,
+        github_timeout=600,
+        refresh_config=_config(tmp_path),
+        refresh_timeout_hours=20 / 3600,
+    )
+    started = time.monotonic()
+    code = RefreshLauncher(settings)(RefreshRequest(repo, "api", "by hand"))
+    assert code == TIMED_OUT and time.monotonic() - started < 60  # stopped by SIGTERM, not killed
+    store = Store(settings.database_url)
+    try:
+        runs = RefreshRuns(store, lock_hours=1)
+        (run,) = runs.history(repo)
+        assert run["status"] == "failed" and "SIGTERM" in str(run["outcome"]), run
+        assert runs.start(repo, trigger="api", reason="the next one") is not None  # the lock is free
+    finally:
+        store.close()
+    assert not list((tmp_path / "models").glob("*/.work-*"))
