@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -78,14 +79,22 @@ class RefreshStopped(RefreshError):
     """SIGTERM (the bot's time limit, a container stopping): recorded failed, lock freed."""
 
 
-def _stop_on_sigterm() -> None:
-    """Turn SIGTERM into an exception, so that the run is recorded and its lock and work folder
-    are released on the way out instead of the process vanishing mid-stage."""
+@contextmanager
+def _sigterm_stops_the_refresh() -> Iterator[None]:
+    """SIGTERM becomes an exception while the refresh runs, so that the run is recorded and its
+    lock and work folder are released on the way out instead of the process vanishing mid-stage."""
 
     def stop(signum: int, frame: object) -> None:
         raise RefreshStopped("stopped by SIGTERM (a time limit, or the host shutting down)")
 
-    signal.signal(signal.SIGTERM, stop)
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -643,7 +652,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --repo OWNER/NAME (or --history OWNER/NAME)")
     if args.nice:
         os.nice(args.nice)
-    _stop_on_sigterm()
     try:
         settings = load_settings()
         config_path = args.config or settings.refresh_config
@@ -676,18 +684,19 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         return 0
     try:
-        result = recorded_refresh(
-            settings,
-            store,
-            args.repo,
-            config,
-            registry=registry,
-            from_jsonl=args.from_jsonl,
-            force=args.force,
-            trigger=args.trigger,
-            reason=args.reason,
-            slot=args.slot,
-        )
+        with _sigterm_stops_the_refresh():
+            result = recorded_refresh(
+                settings,
+                store,
+                args.repo,
+                config,
+                registry=registry,
+                from_jsonl=args.from_jsonl,
+                force=args.force,
+                trigger=args.trigger,
+                reason=args.reason,
+                slot=args.slot,
+            )
     except SlotTaken as exc:
         log.info("not run: %s", exc)
         return 0
