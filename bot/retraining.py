@@ -74,6 +74,7 @@ class RefreshLauncher:
     def __init__(self, settings: Settings, extra_args: tuple[str, ...] = ()) -> None:
         self.settings = settings
         self.extra_args = extra_args
+        self._child: subprocess.Popen[bytes] | None = None
 
     def __call__(self, request: RefreshRequest) -> int:
         command = [
@@ -110,7 +111,7 @@ class RefreshLauncher:
         """The child's exit status; past the time limit it is asked to stop (it records the run
         failed and frees the lock), then killed if it does not."""
         limit = self.settings.refresh_timeout_hours * 3600 or None
-        child = subprocess.Popen(command, env=environment)
+        child = self._child = subprocess.Popen(command, env=environment)
         try:
             return child.wait(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -119,16 +120,31 @@ class RefreshLauncher:
                 repo,
                 self.settings.refresh_timeout_hours,
             )
-            child.terminate()
-            try:
-                child.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            _stop(child, STOP_GRACE_SECONDS)
             return TIMED_OUT
         except BaseException:  # the bot itself stopping: the child must not outlive it unseen
             child.terminate()
             raise
+        finally:
+            self._child = None
+
+    def stop_running(self, grace: float = 20.0) -> None:
+        """Stop the refresh running now, if any, as the bot shuts down: it records itself failed
+        and frees its lock, where a container's end would kill it unrecorded."""
+        child = self._child
+        if child is not None and child.poll() is None:
+            log.info("stopping the running refresh (the bot is stopping)")
+            _stop(child, grace)
+
+
+def _stop(child: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM (a refresh records the stop and frees its lock), SIGKILL after ``grace`` seconds."""
+    child.terminate()
+    try:
+        child.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -196,6 +212,7 @@ class Retrainer:
         self.trigger = cron_trigger(settings.refresh_schedule) if settings.refresh_schedule else None
         self.scheduler: BackgroundScheduler | None = None
         self._busy = threading.Lock()
+        self._stopping = False
 
     # -- the scheduler ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -236,6 +253,7 @@ class Retrainer:
         scheduler.resume()  # an occasion missed while the bot was down runs now, once
 
     def stop(self) -> None:
+        self._stopping = True
         if self.scheduler is not None:
             # APScheduler looks at due jobs once more while shutting down and would mark an
             # occasion due right now as done without running it; detach the store first.
@@ -244,6 +262,8 @@ class Retrainer:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         _RETRAINERS.pop("default", None)
+        if isinstance(self.launch, RefreshLauncher):
+            self.launch.stop_running()
 
     # -- what the jobs do ------------------------------------------------------------------------
     def scheduled(self) -> list[int]:
@@ -284,6 +304,8 @@ class Retrainer:
     def _run(self, request: RefreshRequest) -> int:
         with self._busy:  # one child at a time from this process; the store lock covers replicas
             code = self.launch(request)
+        if self._stopping:  # the bot is shutting down (the store closing): the run recorded itself
+            return code
         if self.on_finished is not None:
             latest = self.runs.history(request.repo, limit=1)
             self.on_finished(request.repo, str(latest[0]["status"]) if latest else f"exit {code}")

@@ -19,6 +19,7 @@ from tests.fakegithub import FakeGitHub
 from tests.fakegithub.server import Fault
 from training.refresh_runs import RefreshRuns
 from training.registry import Registry
+from training.settings import Settings
 from training.store import Store
 
 TINY = {
@@ -151,31 +152,60 @@ def test_the_server_keeps_answering_during_a_refresh(
         running.server.stop()
 
 
-def test_a_refresh_past_its_time_limit_is_stopped_recorded_and_frees_the_lock(
-    fake_github: FakeGitHub, tmp_path: Path
-) -> None:
-    """A refresh that hangs (here GitHub never answers its fetch) must not hold the repository
-    for ever: the bot stops it at ISSUE_LABELER_REFRESH_TIMEOUT_HOURS, and the run says so."""
-    repo = "octo-org/hangs"
-    fake_github.add_repo(repo)
-    fake_github.faults.append(Fault(path=rf"/repos/{repo}/issues", status=0, delay=300, times=100))
-    settings = make_settings(
+HANGS = "octo-org/hangs"
+
+
+def _hanging_refresh_settings(fake_github: FakeGitHub, tmp_path: Path, **overrides: Any) -> Settings:
+    """A refresh that hangs once it holds the lock: GitHub never answers its fetch."""
+    fake_github.add_repo(HANGS)
+    fake_github.faults.append(Fault(path=rf"/repos/{HANGS}/issues", status=0, delay=300, times=100))
+    return make_settings(
         database_url=f"sqlite:///{tmp_path / 'store.db'}",
         registry_dir=tmp_path / "models",
         github_api_url=fake_github.base_url,
         github_timeout=600,
         refresh_config=_config(tmp_path),
-        refresh_timeout_hours=20 / 3600,
+        **overrides,
     )
-    started = time.monotonic()
-    code = RefreshLauncher(settings)(RefreshRequest(repo, "api", "by hand"))
-    assert code == TIMED_OUT and time.monotonic() - started < 60  # stopped by SIGTERM, not killed
+
+
+def _stopped_and_released(settings: Settings, tmp_path: Path) -> None:
     store = Store(settings.database_url)
     try:
         runs = RefreshRuns(store, lock_hours=1)
-        (run,) = runs.history(repo)
+        (run,) = runs.history(HANGS)
         assert run["status"] == "failed" and "SIGTERM" in str(run["outcome"]), run
-        assert runs.start(repo, trigger="api", reason="the next one") is not None  # the lock is free
+        assert runs.start(HANGS, trigger="api", reason="the next one") is not None  # the lock is free
     finally:
         store.close()
     assert not list((tmp_path / "models").glob("*/.work-*"))
+
+
+def test_a_refresh_past_its_time_limit_is_stopped_recorded_and_frees_the_lock(
+    fake_github: FakeGitHub, tmp_path: Path
+) -> None:
+    """A refresh that hangs must not hold the repository for ever: the bot stops it at
+    ISSUE_LABELER_REFRESH_TIMEOUT_HOURS, and the run says so."""
+    settings = _hanging_refresh_settings(fake_github, tmp_path, refresh_timeout_hours=20 / 3600)
+    started = time.monotonic()
+    code = RefreshLauncher(settings)(RefreshRequest(HANGS, "api", "by hand"))
+    assert code == TIMED_OUT and time.monotonic() - started < 60  # stopped by SIGTERM, not killed
+    _stopped_and_released(settings, tmp_path)
+
+
+def test_the_bot_stopping_stops_its_refresh_which_records_it(fake_github: FakeGitHub, tmp_path: Path) -> None:
+    """A container's end would kill the refresh unrecorded, its lock held for an hour."""
+    settings = _hanging_refresh_settings(fake_github, tmp_path)
+    store = Store(settings.database_url)
+    models = ServedModels(Registry(settings.registry_dir), threads=1, check_seconds=0)
+    retrainer = Retrainer(settings, store, models, lambda: [HANGS], RefreshLauncher(settings))
+    try:
+        running = retrainer.on_demand(HANGS, "by hand")
+        runs = RefreshRuns(store, lock_hours=1)
+        wait_for(lambda: runs.history(HANGS), what="the refresh to take its lock", timeout=60)
+        retrainer.stop()
+        running.join(30)
+        assert not running.is_alive()
+    finally:
+        store.close()
+    _stopped_and_released(settings, tmp_path)
