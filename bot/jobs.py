@@ -315,21 +315,34 @@ class JobQueue:
 
 
 def delivered_webhooks(store: Store, targets: tuple[str, ...]) -> list[tuple[str, int, str]]:
-    """(target type, hook id, repository) of each webhook of these target types that has
-    delivered here, with the repository of its latest delivery (a renamed one's new name)."""
+    """(target type, hook id, owner) of each webhook of these target types that has delivered
+    here: a repository webhook's OWNER/NAME from its latest delivery naming one (a renamed
+    repository's new name), an organization webhook's login from its latest delivery, which
+    names the organization whatever the event (its ping names no repository)."""
+    named = or_(WebhookJob.hook_target == "organization", WebhookJob.repository.is_not(None))
     latest = (
         select(func.max(WebhookJob.id))
-        .where(WebhookJob.hook_target.in_(targets), WebhookJob.hook_id.is_not(None))
-        .where(WebhookJob.repository.is_not(None))
+        .where(WebhookJob.hook_target.in_(targets), WebhookJob.hook_id.is_not(None), named)
         .group_by(WebhookJob.hook_target, WebhookJob.hook_id)
     )
+    found = []
     with store.session() as session:
         rows = session.execute(
-            select(WebhookJob.hook_target, WebhookJob.hook_id, WebhookJob.repository)
+            select(WebhookJob.hook_target, WebhookJob.hook_id, WebhookJob.repository, WebhookJob.payload)
             .where(WebhookJob.id.in_(latest))
             .order_by(WebhookJob.id)
         )
-        return [(target, hook_id, repository) for target, hook_id, repository in rows]
+        for target, hook_id, repository, payload in rows:
+            owner = _organization(payload) if target == "organization" else repository
+            if owner:
+                found.append((target, hook_id, owner))
+    return found
+
+
+def _organization(payload: str) -> str | None:
+    organization = json.loads(payload).get("organization")
+    login = organization.get("login") if isinstance(organization, dict) else None
+    return login if isinstance(login, str) and login else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -200,10 +200,8 @@ class Redeliverer:
 def token_webhooks(store: Store) -> list[Webhook]:
     """Each repository or organization webhook that has delivered to the bot: its id comes with
     every delivery, so none is configured."""
-    return [
-        Webhook(target, hook_id, repository if target == "repository" else repository.split("/")[0])
-        for target, hook_id, repository in delivered_webhooks(store, TOKEN_TARGETS)
-    ]
+    delivered = delivered_webhooks(store, TOKEN_TARGETS)
+    return [Webhook(target, hook_id, owner) for target, hook_id, owner in delivered]
 
 
 def _name(delivery: HookDeliverySummary) -> str:

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
-from tests.bot.helpers import SECRET, issue_delivery, wait_for
-from tests.fakegithub.server import Fault
+from tests.bot.helpers import SECRET, example, issue_delivery, wait_for
+from tests.fakegithub.server import ORG_ID, Fault
+
+ORG = REPO.split("/")[0]
 
 
 @pytest.fixture
@@ -71,3 +73,39 @@ def test_a_webhook_github_will_not_list_for_the_token_is_reported_not_raised(bot
     assert checked.requested == [] and f"repository webhook /repos/{REPO}/hooks/500" in str(checked.error)
     assert "404" in str(checked.error)
     assert bot.services.redeliverer.check().error is None  # and looked at again the next time
+
+
+def _as_organization_webhook(payload: dict[str, Any]) -> dict[str, Any]:
+    """An organization webhook's delivery names the organization too."""
+    return payload | {"organization": {"login": ORG, "id": ORG_ID, "node_id": "O_kgDOfake"}}
+
+
+def _org_ping() -> dict[str, Any]:
+    """An organization webhook's ping: the organization, no repository."""
+    ping = example("ping", "with-app_id")
+    del ping["repository"]
+    ping["hook"] = ping["hook"] | {"type": "Organization", "id": 500}
+    return _as_organization_webhook(ping)
+
+
+def test_an_organization_webhook_known_from_its_ping_has_its_missed_deliveries_asked_for(
+    bot: BotUnderTest,
+) -> None:
+    """An organization's webhook (token mode) whose only delivery so far was its ping: the bot
+    down for the first issue events, they are asked for again from the organization's webhook."""
+    fake = bot.fake
+    fake.hook_repo, fake.hook_org = None, ORG
+    ping = fake.deliver("ping", _org_ping())
+    wait_for(lambda: bot.job_status(ping["guid"]) in {"done", "ignored"}, what="the ping")
+    fake.hook_url = None  # the bot down
+    missed, payload = _opened(bot)
+    lost = fake.deliver("issues", _as_organization_webhook(payload))
+    fake.hook_url = f"{bot.server.url}/webhook"
+
+    back = bot.services.redeliverer.check()
+    assert back.requested == [lost["guid"]] and back.error is None, back
+    wait_for(lambda: bot.job_status(lost["guid"]) == "done", what="the redelivered job")
+    assert bot.labels_on(missed["number"]) == ["bug", "documentation"]
+    assert [r.path for r in fake.requests_to(rf"/orgs/{ORG}/hooks/500/deliveries/\d+/attempts", "POST")] == [
+        f"/orgs/{ORG}/hooks/500/deliveries/{lost['id']}/attempts"
+    ]

@@ -28,6 +28,7 @@ import jwt
 import requests
 
 Json = dict[str, Any]
+ORG_ID = 9000  # the organization of an organization webhook
 
 
 @dataclass
@@ -118,6 +119,7 @@ class FakeGitHub:
         self.hook_secret = ""
         self.hook_id = 500
         self.hook_repo: str | None = None  # None: the App's webhook; OWNER/NAME: that repository's
+        self.hook_org: str | None = None  # an organization's webhook instead (a login; token mode)
         self.hook_deliveries: list[tuple[Json, bytes]] = []  # every attempt, oldest first, with its body
         self._lock = threading.RLock()
         self._ids = iter(range(1000, 10**9))
@@ -295,12 +297,8 @@ class FakeGitHub:
             "X-GitHub-Delivery": guid,
             "X-Hub-Signature-256": f"sha256={signature}",
             "X-GitHub-Hook-ID": str(self.hook_id),
-            "X-GitHub-Hook-Installation-Target-Type": "integration"
-            if self.hook_repo is None
-            else "repository",
-            "X-GitHub-Hook-Installation-Target-ID": str(
-                self.app_id if self.hook_repo is None else self.repos[self.hook_repo].id
-            ),
+            "X-GitHub-Hook-Installation-Target-Type": self._hook_target()[0],
+            "X-GitHub-Hook-Installation-Target-ID": str(self._hook_target()[1]),
         }
         started = time.monotonic()
         try:
@@ -397,6 +395,12 @@ class FakeGitHub:
                 "POST",
                 r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)/hooks/(?P<hook>\d+)/deliveries/(?P<delivery>\d+)/attempts",
                 self._redeliver_repo_hook,
+            ),
+            ("GET", r"/orgs/(?P<org>[^/]+)/hooks/(?P<hook>\d+)/deliveries", self._list_org_hook_deliveries),
+            (
+                "POST",
+                r"/orgs/(?P<org>[^/]+)/hooks/(?P<hook>\d+)/deliveries/(?P<delivery>\d+)/attempts",
+                self._redeliver_org_hook,
             ),
             ("GET", issue, self._get_issue),
             ("POST", issue + "/labels", self._add_labels),
@@ -652,11 +656,26 @@ class FakeGitHub:
             {},
         )
 
+    def _hook_target(self) -> tuple[str, int]:
+        """The webhook playing: the App's, a repository's or an organization's, and its target id."""
+        if self.hook_org is not None:
+            return "organization", ORG_ID
+        if self.hook_repo is not None:
+            return "repository", self.repos[self.hook_repo].id
+        return "integration", self.app_id or 0
+
+    def _hook_path(self) -> str:
+        if self.hook_org is not None:
+            return f"/orgs/{self.hook_org}/hooks/{self.hook_id}"
+        if self.hook_repo is not None:
+            return f"/repos/{self.hook_repo}/hooks/{self.hook_id}"
+        return "/app/hook"
+
     def _list_hook_deliveries(
         self, query: dict[str, list[str]], path: str = "/app/hook/deliveries"
     ) -> tuple[int, Any, dict[str, str]]:
         """Newest first, paged by a cursor (the last id seen) as GitHub pages this listing."""
-        if (path == "/app/hook/deliveries") != (self.hook_repo is None):
+        if path != f"{self._hook_path()}/deliveries":
             return 404, {"message": "Not Found"}, {}
         per_page = min(int(query.get("per_page", ["30"])[0]), 100)
         with self._lock:
@@ -673,24 +692,27 @@ class FakeGitHub:
             headers["Link"] = f'<{self.base_url}{path}?{cursor}>; rel="next"'
         return 200, page, headers
 
-    def _repo_hook_path(self, owner: str, name: str, hook: str) -> str | None:
-        """The path of the repository webhook's deliveries, when that is the webhook playing."""
-        if self.hook_repo != f"{owner}/{name}" or int(hook) != self.hook_id:
-            return None
-        return f"/repos/{owner}/{name}/hooks/{hook}/deliveries"
-
     def _list_repo_hook_deliveries(
         self, query: dict[str, list[str]], owner: str, name: str, hook: str
     ) -> tuple[int, Any, dict[str, str]]:
-        path = self._repo_hook_path(owner, name, hook)
-        if path is None:
-            return 404, {"message": "Not Found"}, {}
-        return self._list_hook_deliveries(query, path)
+        return self._list_hook_deliveries(query, f"/repos/{owner}/{name}/hooks/{hook}/deliveries")
 
     def _redeliver_repo_hook(
         self, query: dict[str, list[str]], owner: str, name: str, hook: str, delivery: str, body: bytes = b""
     ) -> tuple[int, Any, dict[str, str]]:
-        if self._repo_hook_path(owner, name, hook) is None:
+        if f"/repos/{owner}/{name}/hooks/{hook}" != self._hook_path():
+            return 404, {"message": "Not Found"}, {}
+        return self._redeliver(query, delivery)
+
+    def _list_org_hook_deliveries(
+        self, query: dict[str, list[str]], org: str, hook: str
+    ) -> tuple[int, Any, dict[str, str]]:
+        return self._list_hook_deliveries(query, f"/orgs/{org}/hooks/{hook}/deliveries")
+
+    def _redeliver_org_hook(
+        self, query: dict[str, list[str]], org: str, hook: str, delivery: str, body: bytes = b""
+    ) -> tuple[int, Any, dict[str, str]]:
+        if f"/orgs/{org}/hooks/{hook}" != self._hook_path():
             return 404, {"message": "Not Found"}, {}
         return self._redeliver(query, delivery)
 
