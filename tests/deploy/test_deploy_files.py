@@ -65,6 +65,8 @@ def test_deployment_probes_and_secrets() -> None:
     settings_named = {e["name"].removeprefix("ISSUE_LABELER_").lower() for e in container["env"]}
     assert settings_named <= set(Settings.model_fields), "every variable names a setting"
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    # time for a running refresh to record its stop and the workers to finish (bot/services.py)
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
     claims = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
     pvc = yaml.safe_load((DEPLOY / "k8s" / "pvc.yaml").read_text())
     assert claims and claims[0]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
@@ -77,6 +79,7 @@ def test_compose_runs_the_bot_with_postgres_and_the_key_as_a_secret() -> None:
     assert bot["environment"]["ISSUE_LABELER_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert bot["environment"]["ISSUE_LABELER_GITHUB_PRIVATE_KEY_PATH"] == "/run/secrets/github_app_key"
     assert bot["depends_on"]["db"]["condition"] == "service_healthy"
+    assert bot["stop_grace_period"] == "60s"
     assert ((DEPLOY / bot["build"]["context"]).resolve() / bot["build"]["dockerfile"]).is_file()
 
 
