@@ -706,6 +706,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RefreshError, DatasetError, FetchError, GitHubAuthError, BundleError, FileNotFoundError) as exc:
         log.error("refresh of %s failed, the bundle in service is unchanged: %s", args.repo, exc)
         return 1
+    except KeyboardInterrupt:  # recorded failed and the lock freed on the way out
+        log.error("refresh of %s interrupted, the bundle in service is unchanged", args.repo)
+        return 130
     finally:
         store.close()
     print(summary_table(result))  # noqa: T201

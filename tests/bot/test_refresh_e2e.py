@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.retraining import TIMED_OUT, RefreshLauncher, RefreshRequest, Retrainer
+from bot.retraining import TIMED_OUT, RefreshLauncher, RefreshRequest, Retrainer, settings_env
 from bot.served_models import ServedModels
 from tests.bot.conftest import REPO, start_bot
 from tests.bot.helpers import API_TOKEN, slice_as, wait_for
@@ -209,3 +213,28 @@ def test_the_bot_stopping_stops_its_refresh_which_records_it(fake_github: FakeGi
     finally:
         store.close()
     _stopped_and_released(settings, tmp_path)
+
+
+def test_a_refresh_interrupted_by_hand_says_so_in_one_line(fake_github: FakeGitHub, tmp_path: Path) -> None:
+    """Ctrl-C at a refresh run by hand: recorded failed, lock freed, no traceback, status 130."""
+    settings = _hanging_refresh_settings(fake_github, tmp_path)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ISSUE_LABELER_")}
+    command = [sys.executable, "-m", "training.refresh", "--repo", HANGS]
+    child = subprocess.Popen(
+        command, env=environment | settings_env(settings), stderr=subprocess.PIPE, text=True
+    )
+    store = Store(settings.database_url)
+    try:
+        wait_for(lambda: RefreshRuns(store, lock_hours=1).history(HANGS), what="the lock", timeout=60)
+    finally:
+        store.close()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    assert "interrupted, the bundle in service is unchanged" in stderr and "Traceback" not in stderr
+    store = Store(settings.database_url)
+    try:
+        (run,) = RefreshRuns(store, lock_hours=1).history(HANGS)
+        assert run["status"] == "failed" and run["outcome"] == "KeyboardInterrupt"
+    finally:
+        store.close()
