@@ -65,6 +65,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 TIMED_OUT = 124  # as timeout(1) reports it
+STOPPED = 143  # not started: the bot is stopping (128 + SIGTERM)
 STOP_GRACE_SECONDS = 60.0
 
 
@@ -75,8 +76,12 @@ class RefreshLauncher:
         self.settings = settings
         self.extra_args = extra_args
         self._child: subprocess.Popen[bytes] | None = None
+        self._stopping = False
 
     def __call__(self, request: RefreshRequest) -> int:
+        if self._stopping:
+            log.info("%s: refresh not started, the bot is stopping", request.repo)
+            return STOPPED
         command = [
             sys.executable, "-m", "training.refresh",
             "--repo", request.repo,
@@ -91,6 +96,11 @@ class RefreshLauncher:
         environment |= settings_env(self.settings) | {"TQDM_DISABLE": "1"}
         log.info("%s: refresh starting (%s: %s)", request.repo, request.trigger, request.reason)
         code = self._run(command, environment, request.repo)
+        if self._stopping:
+            log.info(
+                "%s: refresh stopped as the bot stops (exit %d; recorded in its history)", request.repo, code
+            )
+            return code
         outcome = {
             0: "finished",
             1: "failed",
@@ -131,6 +141,7 @@ class RefreshLauncher:
     def stop_running(self, grace: float = 20.0) -> None:
         """Stop the refresh running now, if any, as the bot shuts down: it records itself failed
         and frees its lock, where a container's end would kill it unrecorded."""
+        self._stopping = True
         child = self._child
         if child is not None and child.poll() is None:
             log.info("stopping the running refresh (the bot is stopping)")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bot.retraining import TIMED_OUT, RefreshLauncher, RefreshRequest, Retrainer, settings_env
+from bot.retraining import STOPPED, TIMED_OUT, RefreshLauncher, RefreshRequest, Retrainer, settings_env
 from bot.served_models import ServedModels
 from tests.bot.conftest import REPO, start_bot
 from tests.bot.helpers import API_TOKEN, slice_as, wait_for
@@ -210,6 +210,7 @@ def test_the_bot_stopping_stops_its_refresh_which_records_it(fake_github: FakeGi
         retrainer.stop()
         running.join(30)
         assert not running.is_alive()
+        assert retrainer.launch(RefreshRequest(HANGS, "api", "after the stop")) == STOPPED  # none starts
     finally:
         store.close()
     _stopped_and_released(settings, tmp_path)
