@@ -309,6 +309,34 @@ class JobQueue:
         with self.store.session() as session:
             session.execute(delete(RedeliveryRequest).where(RedeliveryRequest.requested_at < before))
 
+    def forget_finished(self, before: datetime, batch: int = 500) -> int:
+        """Delete the jobs that ended (done or ignored) before ``before``, their payloads with
+        them, a batch per transaction so that deliveries keep being accepted meanwhile. Failed
+        jobs stay for an operator to see, and so does each webhook's latest job: with a token the
+        bot knows a webhook only by the deliveries it stored (``delivered_webhooks``)."""
+        latest_of_each_hook = (
+            select(func.max(WebhookJob.id))
+            .where(WebhookJob.hook_id.is_not(None))
+            .group_by(WebhookJob.hook_target, WebhookJob.hook_id)
+        )
+        forgotten = 0
+        while True:
+            with self.store.session() as session:
+                ids = session.scalars(
+                    select(WebhookJob.id)
+                    .where(
+                        WebhookJob.status.in_((DONE, IGNORED)),
+                        WebhookJob.finished_at < before,
+                        WebhookJob.id.not_in(latest_of_each_hook),
+                    )
+                    .order_by(WebhookJob.id)
+                    .limit(batch)
+                ).all()
+                if not ids:
+                    return forgotten
+                session.execute(delete(WebhookJob).where(WebhookJob.id.in_(ids)))
+            forgotten += len(ids)
+
     def status_of(self, delivery_id: str) -> str | None:
         with self.store.session() as session:
             return session.scalar(select(WebhookJob.status).where(WebhookJob.delivery_id == delivery_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from bot import feedback
 from bot.github_api import GitHubGateway
@@ -90,6 +91,9 @@ class BotServices:
                 added = feedback.sweep_accepted(session, at=now(), days=settings.feedback_accept_days)
             if added:
                 log.info("%d bot labels left in place counted as accepted", added)
+            if days := settings.job_retention_days:
+                if forgotten := queue.forget_finished(before=now() - timedelta(days=days)):
+                    log.info("%d finished webhook jobs older than %g days deleted", forgotten, days)
 
         workers = Workers(
             queue,

@@ -188,6 +188,13 @@ class Settings(BaseSettings):
         description="A running job whose worker stopped renewing its lease this long ago (a crash) "
         "is run again.",
     )
+    job_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Finished webhook jobs (done or ignored) are deleted this many days after they "
+        "ended, their payloads with them; failed ones are kept. At least 3 (GitHub redelivers a "
+        "delivery for 3 days, and a redelivered one must still be known); 0: kept for ever.",
+    )
     feedback_accept_days: float = Field(
         default=7.0, ge=0, description="A bot label left in place this many days counts as accepted."
     )
@@ -314,6 +321,13 @@ class Settings(BaseSettings):
     def _check_fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
         if any(f < 0 for f in value) or abs(sum(value) - 1.0) > 1e-6 or value[0] <= 0:
             raise ValueError("three non-negative fractions summing to 1 with train > 0, e.g. [0.7, 0.1, 0.2]")
+        return value
+
+    @field_validator("job_retention_days")
+    @classmethod
+    def _check_job_retention(cls, value: float) -> float:
+        if 0 < value < 3:
+            raise ValueError("0 (keep every job) or at least 3 days: GitHub redelivers for 3 days")
         return value
 
     @field_validator("log_level")

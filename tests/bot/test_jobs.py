@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -136,6 +137,34 @@ def test_a_lease_is_renewed_only_by_the_worker_that_still_holds_it(store: Store)
     assert taken.lease_until is not None
     queue.finish(taken, "done")
     assert queue.renew_lease(taken.id, taken.lease_until) is None  # ended
+
+
+def test_finished_jobs_are_forgotten_but_failed_ones_and_each_webhooks_latest_stay(store: Store) -> None:
+    queue = JobQueue(store, max_attempts=1, retry_seconds=1, lease_seconds=60)
+    for name in ("done-1", "hook-old", "hook-latest", "failed", "pending"):
+        delivery = _delivery(name, f"o/{name}")
+        if name.startswith("hook"):
+            delivery = Delivery(name, "issues", delivery.payload, hook_id=500, hook_target="repository")
+        _accept(queue, delivery)
+    for _ in range(4):  # oldest first: all but "pending"
+        job = queue.claim()
+        assert job is not None and job.delivery.delivery_id != "pending"
+        if job.delivery.delivery_id == "failed":
+            queue.fail(job, "GithubException: 403", permanent=True)
+        else:
+            queue.finish(job, "done")
+    assert queue.forget_finished(before=now() - timedelta(days=1)) == 0  # nothing that old
+    assert queue.forget_finished(before=now() + timedelta(seconds=1), batch=1) == 2
+    kept = {
+        name: queue.status_of(name) for name in ("done-1", "hook-old", "hook-latest", "failed", "pending")
+    }
+    assert kept == {
+        "done-1": None,
+        "hook-old": None,
+        "hook-latest": "done",  # the token-mode bot knows webhook 500 by it
+        "failed": "failed",
+        "pending": "pending",
+    }
 
 
 def test_an_outage_is_retried_beyond_the_tries_within_its_window_with_capped_waits(store: Store) -> None:

@@ -8,17 +8,19 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest, start_bot
 from tests.bot.helpers import API_TOKEN, build_bundle, example, wait_for
 from tests.fakegithub.server import Fault, secondary_rate_limit
 from training.registry import Registry
 from training.store.models import Prediction, WebhookJob
+from training.store.upserts import now
 
 
 def test_github_502_then_201_is_retried_and_labels_once(bot: BotUnderTest) -> None:
@@ -350,3 +352,21 @@ def test_predictions_wait_for_the_shared_run_lock(bundle_registry: Path) -> None
         assert worker.is_alive() and not scores  # held back while another prediction runs
     worker.join(30)
     assert len(scores) == 1 and scores[0].shape == (1, len(bundle.labels))
+
+
+def test_housekeeping_deletes_jobs_finished_before_the_retention(bot: BotUnderTest) -> None:
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="old-1")
+    wait_for(lambda: bot.job_status("old-1") == "done", what="the job")
+    bot.send_issue("edited", issue, delivery_id="recent-1")
+    wait_for(lambda: bot.job_status("recent-1") in {"done", "ignored"}, what="the second job")
+    with bot.services.store.session() as session:  # the first ended 31 days ago
+        session.execute(
+            update(WebhookJob)
+            .where(WebhookJob.delivery_id == "old-1")
+            .values(finished_at=now() - timedelta(days=31))
+        )
+    assert bot.services.workers.housekeeping is not None
+    bot.services.workers.housekeeping()  # what a worker runs every ten minutes
+    assert bot.job_status("old-1") is None and bot.job_status("recent-1") is not None
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]  # what it did stays done

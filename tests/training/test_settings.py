@@ -75,6 +75,7 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"split_fractions": (0.5, 0.5, 0.5)}, "summing to 1"),
         ({"validation_split": "random"}, "ISSUE_LABELER_VALIDATION_SPLIT"),
         ({"min_label_examples": 0}, "ISSUE_LABELER_MIN_LABEL_EXAMPLES"),
+        ({"job_retention_days": 1}, "GitHub redelivers for 3 days"),
     ],
 )
 def test_invalid_settings_say_the_fix(overrides: dict, expected: str) -> None:
