@@ -222,14 +222,21 @@ def create_app(services: BotServices) -> FastAPI:
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
+        """Ready when deliveries can be kept: the store answers (bundles are loaded before the
+        server starts). A refused bundle is reported, not a reason to be taken out of service:
+        that would refuse every repository's deliveries for one repository's model."""
         problems = []
         try:
             with services.store.session() as session:
                 session.execute(text("SELECT 1"))
         except Exception as exc:  # any driver error means: not ready
             problems.append(f"store unreachable: {exc.__class__.__name__}")
-        problems += [f"{repo}: {error}" for repo, error in services.models.errors().items()]
-        body = {"ready": not problems, "problems": problems, "bundles": services.models.versions()}
+        body = {
+            "ready": not problems,
+            "problems": problems,
+            "bundles": services.models.versions(),
+            "bundles_refused": services.models.errors(),
+        }
         return JSONResponse(body, status_code=200 if not problems else 503)
 
     @app.get("/metrics")

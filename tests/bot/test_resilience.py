@@ -334,6 +334,10 @@ def test_a_corrupted_bundle_put_in_service_is_refused_and_the_previous_one_keeps
         ).json()
         error = status["repositories"][REPO]["bundle_error"]
         assert status["repositories"][REPO]["bundle"] == serving and error and "model.onnx" in error
+        # still ready: out of the load balancer, every repository's deliveries would be refused
+        ready = running.deliver.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["bundles"][REPO] == serving
+        assert "model.onnx" in ready.json()["bundles_refused"][REPO]
 
 
 def test_predictions_wait_for_the_shared_run_lock(bundle_registry: Path) -> None:
