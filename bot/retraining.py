@@ -285,20 +285,32 @@ class Retrainer:
         if occasion is None:
             return []
         slot = f"schedule:{occasion.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+        reason = f"scheduled ({self.settings.refresh_schedule} UTC)"
         return [
-            self._run(
-                RefreshRequest(repo, "schedule", f"scheduled ({self.settings.refresh_schedule} UTC)", slot)
-            )
-            for repo in self.installed()
+            code
+            for code in self._for_each(lambda repo: self._run(RefreshRequest(repo, "schedule", reason, slot)))
+            if code is not None
         ]
 
     def check_early(self) -> list[int]:
-        codes = []
-        for repo in self.installed():
+        def check(repo: str) -> int | None:
             reasons = self.early_reasons(repo)
-            if reasons:
-                codes.append(self._run(RefreshRequest(repo, "early", "; ".join(reasons))))
-        return codes
+            return self._run(RefreshRequest(repo, "early", "; ".join(reasons))) if reasons else None
+
+        return [code for code in self._for_each(check) if code is not None]
+
+    def _for_each(self, work: Callable[[str], int | None]) -> list[int | None]:
+        """``work`` for each installed repository in turn: one that fails (the store briefly
+        unreachable, say) is logged and the others still get theirs."""
+        done: list[int | None] = []
+        for repo in self.installed():
+            if self._stopping:
+                break
+            try:
+                done.append(work(repo))
+            except Exception:
+                log.exception("%s: retraining failed here; the other repositories go on", repo)
+        return done
 
     def on_demand(self, repo: str, reason: str = "requested through /admin/refresh") -> threading.Thread:
         thread = threading.Thread(

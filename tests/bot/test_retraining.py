@@ -8,6 +8,7 @@ from pathlib import Path
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import OperationalError
 
 from bot.retraining import (
     JOBS_TABLE,
@@ -137,6 +138,29 @@ def test_the_schedule_survives_a_restart_and_a_missed_occasion_runs_once(
         assert len(launches.requests) == 1
         (request,) = launches.requests
         assert request.trigger == "schedule" and request.slot == f"schedule:{occasion:%Y-%m-%dT%H:%MZ}"
+    finally:
+        store.close()
+
+
+def test_one_repository_failing_does_not_stop_the_others_refreshes(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        database_url=database_url, registry_dir=tmp_path / "models", refresh_schedule="0 3 * * 0"
+    )
+    store = Store(database_url)
+    launched: list[str] = []
+
+    def launch(request: RefreshRequest) -> int:
+        if request.repo == "octo-org/first":  # e.g. the store unreachable for a moment
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        launched.append(request.repo)
+        return 0
+
+    models = ServedModels(Registry(settings.registry_dir), threads=1, check_seconds=0)
+    repos = ["octo-org/first", "octo-org/second", "octo-org/third"]
+    retrainer = Retrainer(settings, store, models, lambda: repos, launch)
+    try:
+        assert retrainer.scheduled() == [0, 0]
+        assert launched == ["octo-org/second", "octo-org/third"]
     finally:
         store.close()
 
