@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 
 FORM = "application/x-www-form-urlencoded"
+GITHUB_TITLE_MAX, GITHUB_BODY_MAX = 256, 65536  # characters GitHub allows an issue's title and body
 
 
 class MalformedDelivery(ValueError):
@@ -59,9 +60,11 @@ class RefreshRequestBody(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    repository: str = Field(description="owner/name whose bundle in service scores the issue")
-    title: str
-    body: str = ""
+    """An issue as GitHub would hold one: its limits bound what a call may make the bot tokenize."""
+
+    repository: str = Field(max_length=200, description="owner/name whose bundle in service scores the issue")
+    title: str = Field(max_length=GITHUB_TITLE_MAX)
+    body: str = Field(default="", max_length=GITHUB_BODY_MAX)
 
 
 def create_app(services: BotServices) -> FastAPI:

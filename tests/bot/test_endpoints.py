@@ -25,6 +25,11 @@ def test_predict_needs_the_api_token_and_scores_an_issue(bot: BotUnderTest) -> N
         "/predict", json=body | {"repository": "no/such"}, headers={"Authorization": f"Bearer {API_TOKEN}"}
     )
     assert unknown.status_code == 404
+    longer = body | {"body": "x" * 65_537}  # than GitHub lets an issue body be
+    refused = bot.deliver.client.post(
+        "/predict", json=longer, headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
+    assert refused.status_code == 422 and "65536" in refused.text
 
 
 def test_health_readiness_and_metrics(bot: BotUnderTest) -> None:
