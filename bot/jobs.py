@@ -70,7 +70,7 @@ class ClaimedJob:
     attempts: int
     delivery: Delivery
     received_at: datetime
-    lease_until: datetime | None = None  # as the claim wrote it: what a renewal must still find
+    lease_until: datetime  # as the claim wrote it: what a renewal must still find
 
 
 class JobQueue:

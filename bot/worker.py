@@ -132,9 +132,8 @@ class Workers:
     def _lease_kept(self, job: ClaimedJob) -> Iterator[None]:
         """While the handler runs, its job's lease is renewed; not after, so a job whose end
         the store failed to record is claimed again once the lease runs out."""
-        if job.lease_until is not None:
-            with self._running_lock:
-                self._running[job.id] = (job, job.lease_until)
+        with self._running_lock:
+            self._running[job.id] = (job, job.lease_until)
         try:
             yield
         finally:
