@@ -247,6 +247,7 @@ def create_app(services: BotServices) -> FastAPI:
         services.metrics.model_version.clear()
         for repo, version in services.models.versions().items():
             services.metrics.model_version.labels(repo, version).set(1)
+        services.metrics.models_loaded.set(len(services.models.loaded()))
         services.metrics.jobs_in_store.clear()
         try:
             counts = services.queue.counts()
@@ -262,6 +263,7 @@ def create_app(services: BotServices) -> FastAPI:
         require_token(authorization)
         repos = services.handlers.installed_repositories()
         versions = services.models.versions()
+        loaded = set(services.models.loaded())
         with services.store.session() as session:
             precision = feedback.live_precision(session)
         return {
@@ -269,6 +271,7 @@ def create_app(services: BotServices) -> FastAPI:
                 repo: {
                     "bundle": versions.get(repo),
                     "labeling": repo in versions,
+                    "model_loaded": repo in loaded,
                     "bundle_error": services.models.errors().get(repo),
                     "config_error": services.configs.errors().get(repo),
                     "live_precision": precision.get(repo, {}),

@@ -27,7 +27,7 @@ from bot.outcome import Outcome
 from bot.policy import Decision, choose_labels
 from bot.repo_config import RepoConfig, RepoConfigCache
 from bot.served_models import ServedModels
-from training.bundle import Bundle
+from training.bundle import Bundle, BundleSummary
 from training.dataset import issue_text
 from training.records import RecordError, parse_datetime
 from training.store import Store
@@ -138,7 +138,7 @@ class Labeler:
                 )
             )
         )
-        bundle = self.models.get(repo)
+        bundle = self.models.summary(repo)
         renamed = current_names(session, repository, bundle) if bundle is not None else {}
         moved = {name: name if name in live else renamed.get(name) for name in prediction.labels}
         labels = list(dict.fromkeys(name for name in moved.values() if name))
@@ -186,7 +186,7 @@ class Labeler:
         config: RepoConfig,
     ) -> tuple[Decision, dict[str, float]]:
         """The policy's decision, and every label's score under its current name."""
-        names = current_names(session, repository, bundle)
+        names = current_names(session, repository, bundle.summary)
         decision = choose_labels(
             label_names=bundle.labels,
             probabilities=probabilities,
@@ -288,7 +288,7 @@ def _has_labels(session: Session, repo: str) -> bool:
     )
 
 
-def current_names(session: Session, repository: Repository, bundle: Bundle) -> dict[str, str | None]:
+def current_names(session: Session, repository: Repository, bundle: BundleSummary) -> dict[str, str | None]:
     """Each bundle label's name in the repository now: renames followed by node id; a label
     deleted and created again under the bundle's name (as label-sync tools do) is the new one;
     deleted or never-created labels None."""

@@ -71,6 +71,11 @@ class BotMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.models_loaded = Gauge(
+            "issue_labeler_models_loaded",
+            "Repositories whose model is loaded now (ISSUE_LABELER_MAX_LOADED_BUNDLES bounds it)",
+            registry=self.registry,
+        )
         self.model_version = Gauge(
             "issue_labeler_model_info",
             "The bundle in service per repository (value 1)",

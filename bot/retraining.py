@@ -340,7 +340,7 @@ class Retrainer:
         """Why ``repo`` should retrain before its scheduled time (empty: it need not)."""
         since = self.runs.last_started(repo)
         stamp = self.clock()
-        bundle = self.models.get(repo)
+        bundle = self.models.summary(repo)  # an unloaded model stays unloaded
         reasons: list[str] = []
         with self.store.session() as session:
             repository = get_repository(session, repo)

@@ -58,6 +58,7 @@ class BotServices:
             Registry(settings.registry_dir),
             threads=settings.onnx_threads,
             check_seconds=settings.bundle_check_seconds,
+            max_loaded=settings.max_loaded_bundles,
         )
         configs = RepoConfigCache(
             lambda repo, installation: gateway.file_text(repo, installation, settings.repo_config_path),

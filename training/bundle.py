@@ -83,6 +83,27 @@ def inference_session(
 
 
 @dataclass(frozen=True)
+class BundleSummary:
+    """What a bundle says of its labels, read without starting its model: the bot checks every
+    repository's labels hourly, and a bundle unloaded to bound memory must stay unloaded."""
+
+    version: str
+    labels: list[str]
+    label_node_ids: dict[str, str]  # GitHub node ids at training time, to follow renames
+
+    @classmethod
+    def read(cls, folder: Path, *, verify: bool = False) -> BundleSummary:
+        """``verify`` checks every file against the manifest, as loading the bundle does."""
+        info = Bundle.verify(folder) if verify else json.loads((folder / MANIFEST).read_text())
+        ids_path = folder / "label_ids.json"  # older bundles lack it
+        return cls(
+            version=str(info["version"]),
+            labels=json.loads((folder / "labels.json").read_text()),
+            label_node_ids=json.loads(ids_path.read_text()) if ids_path.is_file() else {},
+        )
+
+
+@dataclass(frozen=True)
 class Prediction:
     label: str
     score: float
@@ -101,12 +122,11 @@ class Bundle:
 
     def __init__(self, folder: Path, *, threads: int = 1, run_lock: threading.Lock | None = None) -> None:
         self.folder = folder
-        self.info = self._verify(folder)
-        self.labels: list[str] = json.loads((folder / "labels.json").read_text())
+        self.info = self.verify(folder)
+        self.summary = BundleSummary.read(folder)
+        self.labels = self.summary.labels
+        self.label_node_ids = self.summary.label_node_ids
         self.thresholds = Thresholds.from_json(json.loads((folder / "thresholds.json").read_text()))
-        ids_path = folder / "label_ids.json"
-        # GitHub node ids of the labels at training time, to follow renames; older bundles lack it.
-        self.label_node_ids: dict[str, str] = json.loads(ids_path.read_text()) if ids_path.is_file() else {}
         self.max_length = int(self.info["max_length"])  # type: ignore[arg-type]
         self.quantized = self.info.get("precision") == "int8"
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -138,7 +158,8 @@ class Bundle:
         return str(padding["pad_token"]) if padding else "[PAD]"
 
     @staticmethod
-    def _verify(folder: Path) -> dict[str, object]:
+    def verify(folder: Path) -> dict[str, object]:
+        """The manifest of a complete, unaltered bundle; ``BundleError`` otherwise."""
         manifest_path = folder / MANIFEST
         if not manifest_path.is_file():
             raise BundleError(f"{folder}: no {MANIFEST}; not a model bundle (or an unfinished one)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import socket
 import threading
 import time
@@ -18,6 +19,8 @@ from fastapi import FastAPI
 from bot.signature import sign
 from tests.conftest import REPO_ROOT
 from tests.conftest import wait_for as wait_for  # the bot tests' import of it
+from training.bundle import Bundle
+from training.registry import Registry
 
 PAYLOADS = REPO_ROOT.parent / "shared" / "github-payloads"
 SECRET = "test-webhook-secret"
@@ -179,3 +182,23 @@ def build_bundle(
     write_manifest(folder, {"version": version, "repo": repo, "max_length": max_length, "precision": "fp32"})
     registry.promote(repo, version)
     return version
+
+
+class CountingRegistry(Registry):
+    """The real registry, noting every bundle whose model it loads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.loads: list[str] = []
+
+    def load(self, repo: str, version: str, **kw: Any) -> Bundle:
+        self.loads.append(repo)
+        return super().load(repo, version, **kw)
+
+
+def registry_copy(source: Path, root: Path, repo: str, *others: str) -> CountingRegistry:
+    """A copy of the registry at ``source`` in which each of ``others`` has ``repo``'s bundles."""
+    shutil.copytree(source, root, symlinks=True)
+    for other in others:
+        shutil.copytree(root / repo.replace("/", "__"), root / other.replace("/", "__"), symlinks=True)
+    return CountingRegistry(root)

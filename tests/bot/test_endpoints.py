@@ -46,6 +46,9 @@ def test_health_readiness_and_metrics(bot: BotUnderTest) -> None:
     assert f'issue_labeler_labels_applied_total{{label="bug",repository="{REPO}"}} 1.0' in text
     assert 'issue_labeler_job_seconds_count{event="issues"} 1.0' in text
     assert f'issue_labeler_prediction_seconds_count{{repository="{REPO}"}} 1.0' in text
+    assert "issue_labeler_models_loaded 1.0" in text
+    status = bot.deliver.client.get("/status", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+    assert status["repositories"][REPO]["model_loaded"] is True
     in_store = bot.services.queue.counts()
     assert in_store.get("done", 0) >= 1
     for job_status in ("pending", "running", "done", "failed"):

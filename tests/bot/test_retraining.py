@@ -21,7 +21,7 @@ from bot.retraining import (
 )
 from bot.served_models import ServedModels
 from tests.bot.conftest import REPO, BotUnderTest
-from tests.bot.helpers import wait_for
+from tests.bot.helpers import registry_copy, wait_for
 from tests.conftest import make_settings
 from training.dataset import DatasetConfig, build_dataset
 from training.refresh_runs import PROMOTED, RefreshRuns
@@ -211,6 +211,23 @@ def test_early_triggers_read_the_data(bot: BotUnderTest, tmp_path: Path) -> None
     retrainer.check_early()
     (request,) = launches.requests
     assert request.trigger == "early" and "new labels to learn" in request.reason
+
+
+def test_the_early_check_leaves_an_unloaded_model_unloaded(bot: BotUnderTest, tmp_path: Path) -> None:
+    """With ``max_loaded_bundles`` reached, the hourly check reads a repository's bundle labels
+    from its files: loading every repository's model each hour would undo the bound."""
+    settings = bot.services.settings.model_copy(update={"min_label_examples": 1})
+    registry = registry_copy(settings.registry_dir, tmp_path / "registry", REPO, "octo-org/other-repo")
+    models = ServedModels(registry, threads=1, check_seconds=0, max_loaded=1)
+    models.load(["octo-org/other-repo", REPO])
+    assert models.loaded() == ["octo-org/other-repo"]
+    issue = bot.open_issue(labels=["documentation", "wontfix-me"])
+    bot.send_issue("opened", issue, delivery_id="unloaded-early")
+    wait_for(lambda: bot.job_status("unloaded-early") == "done", what="the job")
+    retrainer = Retrainer(settings, bot.services.store, models, lambda: [REPO], Launches())
+
+    assert "new labels to learn: wontfix-me" in retrainer.early_reasons(REPO)
+    assert registry.loads == ["octo-org/other-repo"] and models.loaded() == ["octo-org/other-repo"]
 
 
 def test_maintainers_corrections_through_webhooks_change_the_next_dataset(bot: BotUnderTest) -> None:

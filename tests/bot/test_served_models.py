@@ -6,8 +6,11 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from bot.served_models import ServedModels
 from tests.bot.conftest import REPO
+from tests.bot.helpers import registry_copy
 from training.bundle import MANIFEST, Bundle, write_manifest
 from training.registry import PROMOTED, Registry
 
@@ -104,3 +107,73 @@ def test_the_old_bundle_serves_while_the_promoted_one_loads(bundle_registry: Pat
     swap.join(30)
     assert swap_result and swap_result[0] is not None and swap_result[0].version == new_version
     assert models.get(REPO) is swap_result[0]
+
+
+THIRD = "octo-org/third-repo"
+
+
+def test_a_bound_keeps_the_models_of_recently_labeled_repositories_loaded(
+    bundle_registry: Path, tmp_path: Path
+) -> None:
+    registry = registry_copy(bundle_registry, tmp_path / "registry", REPO, OTHER, THIRD)
+    models = ServedModels(registry, threads=1, check_seconds=3600, max_loaded=2)
+    models.load([REPO, OTHER, THIRD])
+    # the bound reached, the third bundle is verified and in service but its model not started
+    assert registry.loads == [REPO, OTHER]
+    version = registry.current_version(REPO)
+    assert models.versions() == {REPO: version, OTHER: version, THIRD: version}
+    assert models.loaded() == [REPO, OTHER]
+
+    held = models.get(REPO)  # REPO labeled again: OTHER is now the least recently used
+    assert held is not None
+    expected = held.probabilities(["Segfault in fit when X is sparse"])
+    third = models.get(THIRD)  # an issue for THIRD loads its model and unloads OTHER's
+    assert third is not None and third.version == version
+    assert registry.loads == [REPO, OTHER, THIRD]
+    assert models.loaded() == [REPO, THIRD]
+    assert models.versions() == {REPO: version, OTHER: version, THIRD: version}
+    assert models.get(THIRD) is third  # loaded models are not loaded again
+
+    assert models.get(OTHER) is not None  # loads again on its next issue; REPO's goes
+    assert registry.loads == [REPO, OTHER, THIRD, OTHER]
+    assert models.loaded() == [THIRD, OTHER]
+    # a prediction holding an unloaded bundle finishes on it, with the same scores
+    assert np.array_equal(held.probabilities(["Segfault in fit when X is sparse"]), expected)
+
+
+def test_labels_are_read_without_loading_an_unloaded_model(bundle_registry: Path, tmp_path: Path) -> None:
+    registry = registry_copy(bundle_registry, tmp_path / "registry", REPO, OTHER)
+    models = ServedModels(registry, threads=1, check_seconds=0, max_loaded=1)
+    models.load([REPO, OTHER])
+    summary = models.summary(OTHER)
+    assert summary is not None and summary.labels == Bundle(registry.repo_dir(OTHER) / summary.version).labels
+    assert registry.loads == [REPO] and models.loaded() == [REPO]
+
+    # a bundle promoted since is loaded, as an issue's lookup would load it
+    repo_dir = registry.repo_dir(OTHER)
+    new_version = summary.version + "-next"
+    shutil.copytree(repo_dir / summary.version, repo_dir / new_version)
+    for marker in (PROMOTED, MANIFEST):
+        (repo_dir / new_version / marker).unlink(missing_ok=True)
+    manifest = Bundle.verify(repo_dir / summary.version)
+    write_manifest(repo_dir / new_version, {**manifest, "version": new_version})
+    registry.promote(OTHER, new_version)
+    newer = models.summary(OTHER)
+    assert newer is not None and newer.version == new_version
+    assert registry.loads == [REPO, OTHER] and models.loaded() == [OTHER]
+
+
+def test_a_corrupted_bundle_beyond_the_bound_is_refused_at_start(
+    bundle_registry: Path, tmp_path: Path
+) -> None:
+    registry = registry_copy(bundle_registry, tmp_path / "registry", REPO, OTHER)
+    version = registry.current_version(OTHER)
+    assert version is not None
+    with (registry.repo_dir(OTHER) / version / "labels.json").open("a") as handle:
+        handle.write(" ")
+    models = ServedModels(registry, threads=1, check_seconds=0, max_loaded=1)
+    models.load([REPO, OTHER])
+    assert registry.loads == [REPO]
+    assert "labels.json is corrupted" in models.errors()[OTHER]
+    assert models.versions() == {REPO: registry.current_version(REPO)}
+    assert models.get(OTHER) is None and models.summary(OTHER) is None
