@@ -8,7 +8,6 @@ whole model trains. Only unlabeled and training-split text is used, never valida
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from transformers import (
     set_seed,
 )
 
+from training.budget import Steps, training_steps
 from training.config import TrainingConfig
 from training.dropout import attention_dropout_of, restore_attention_dropout, set_attention_dropout
 from training.precision import trained_model, training_precision
@@ -46,6 +46,7 @@ class AdaptResult:
     seconds: float
     tokens_trained: int  # positions, padding included, that adaptation ran forward and backward
     tokens_viewed: int  # positions the contrastive term's unmasked views ran forward only
+    steps: Steps
 
 
 class MaskedOnlyTrainer(Trainer):
@@ -322,8 +323,14 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
     before = held_out_loss()
     log.info("MLM held-out loss after head warm-up: %.3f", before)
 
-    steps_per_epoch = math.ceil(len(train_set) / config.mlm_batch_size)
-    max_steps = config.mlm_max_steps or math.ceil(steps_per_epoch * config.mlm_epochs)
+    steps = training_steps(
+        len(train_set),
+        config.mlm_batch_size,
+        config.mlm_epochs,
+        exact=config.mlm_max_steps,
+        budget=config.mlm_step_budget,
+        stage="adaptation",
+    )
     anchor = _anchor(base_model) if config.mlm_keep_features > 0 or config.mlm_keep_geometry > 0 else None
     adapting = _train(
         model,
@@ -332,7 +339,7 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
         workdir,
         config,
         epochs=config.mlm_epochs,
-        max_steps=max_steps,
+        max_steps=steps.total,
         anchor=anchor,
     )
     after = held_out_loss()
@@ -352,4 +359,5 @@ def adapt_encoder(texts: list[str], base_model: str, output_dir: Path, config: T
         seconds=time.monotonic() - started,
         tokens_trained=adapting.tokens_trained,
         tokens_viewed=adapting.tokens_viewed,
+        steps=steps,
     )

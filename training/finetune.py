@@ -33,6 +33,7 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
+from training.budget import Steps, training_steps
 from training.classifier import load_classifier
 from training.config import TrainingConfig
 from training.label_prior import head_from_label_names, label_text
@@ -52,6 +53,7 @@ class FineTuneResult:
     best_validation_micro_f1: float  # of the model kept, at the best single threshold
     seconds: float
     pos_weight: list[float]
+    steps: Steps
 
 
 class WeightedBCETrainer(Trainer):
@@ -184,9 +186,15 @@ def finetune(
     validation_set = tokenized_dataset(tokenizer, validation[0], config.max_length).add_column(
         "labels", validation[1].tolist()
     )
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    total_steps = config.max_steps or math.ceil(steps_per_epoch * config.epochs)
-    eval_every = min(steps_per_epoch, total_steps)
+    steps = training_steps(
+        len(train_set),
+        config.batch_size,
+        config.epochs,
+        exact=config.max_steps,
+        budget=config.step_budget,
+        stage="fine-tuning",
+    )
+    total_steps, eval_every = steps.total, steps.per_epoch
 
     head = [p for n, p in model.named_parameters() if n.startswith("classifier.")]
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier.")]
@@ -234,6 +242,7 @@ def finetune(
         best_validation_micro_f1=validation_f1,
         seconds=time.monotonic() - started,
         pos_weight=pos_weight.tolist() if pos_weight is not None else [],
+        steps=steps,
     )
 
 

@@ -299,6 +299,8 @@ def run_refresh(
                     "held_out_mlm_loss_after": round(adapted.held_out_loss_after, 4),
                     "tokens_trained": adapted.tokens_trained,
                     "tokens_viewed": adapted.tokens_viewed,
+                    "steps": adapted.steps.total,
+                    "steps_the_epochs_asked": adapted.steps.wanted,
                 }
         with _stage(timings, "finetune"):
             tuned = finetune(encoder, base_model, labels, train, validation, workdir / "checkpoints", config)
@@ -374,6 +376,8 @@ def run_refresh(
             "test_all_labels": test_all_labels,
             "validation": {
                 "best_checkpoint_micro_f1": tuned.best_validation_micro_f1,
+                "fine_tune_steps": tuned.steps.total,
+                "steps_the_epochs_asked": tuned.steps.wanted,
                 "model_kept": f"mean of the weights of the last {config.average_last_epochs} epochs"
                 if config.average_last_epochs
                 else f"checkpoint best by validation {config.checkpoint_metric}",
