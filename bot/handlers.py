@@ -150,7 +150,7 @@ class EventHandlers:
             for name in names:
                 # a link under this name left by another repository's rename is not its folder
                 self.labeler.models.registry.drop_forward(name)
-                self.labeler.models.get(name, force_check=True)
+                self.labeler.models.load([name])
                 self._read_ahead(name, installation["id"])
         return names
 

@@ -56,11 +56,12 @@ class ServedModels:
         self._run_lock = threading.Lock()  # one prediction at a time, over every repository
 
     def load(self, repos: list[str]) -> None:
-        """Load each repository's bundle at start; beyond ``max_loaded``, verify it without
-        starting its model, so a refused bundle still shows before the first issue."""
+        """Load each repository's bundle (at start, on installation); beyond ``max_loaded``,
+        verify it without starting its model, so a refused bundle still shows before the first
+        issue."""
         for repo in repos:
             with self._lock:
-                full = self.max_loaded > 0 and len(self._bundles) >= self.max_loaded
+                full = 0 < self.max_loaded <= len(self._bundles) and repo not in self._bundles
             if full:
                 self._note_unloaded(repo)
             else:

@@ -45,6 +45,8 @@ def test_every_repository_is_labeled_with_one_model_loaded(bot: BotUnderTest) ->
     bot.deliver.send("installation_repositories", added, delivery_id="add-other")
     wait_for(lambda: bot.job_status("add-other") == "done", what="the repository to be added")
     version = bot.services.models.versions()[REPO]
+    # installed beyond the bound: its bundle verified and in service, its model not loaded yet
+    assert _status(bot) == {REPO: (version, True), OTHER: (version, False)}
 
     source = bot.issues[0]
     issue = bot.fake.add_issue(

@@ -123,6 +123,8 @@ def test_a_bound_keeps_the_models_of_recently_labeled_repositories_loaded(
     version = registry.current_version(REPO)
     assert models.versions() == {REPO: version, OTHER: version, THIRD: version}
     assert models.loaded() == [REPO, OTHER]
+    models.load([OTHER])  # installed again: loaded already, it stays so
+    assert registry.loads == [REPO, OTHER] and models.loaded() == [REPO, OTHER]
 
     held = models.get(REPO)  # REPO labeled again: OTHER is now the least recently used
     assert held is not None
