@@ -211,7 +211,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Models kept loaded at once, those of the repositories labeled most recently "
         "(40-60 MB each for INT8, 100-135 for fp32); the others stay in service and load again "
-        "on their next issue (0.13-0.16 s for the default). 0: every repository's.",
+        "on their next issue (0.15-0.19 s for the default INT8 bundle). 0: every repository's.",
     )
     bundle_check_seconds: float = Field(
         default=5.0, ge=0, description="How often the server looks for a newly promoted bundle."
