@@ -221,9 +221,15 @@ def test_a_refresh_interrupted_by_hand_says_so_in_one_line(fake_github: FakeGitH
     settings = _hanging_refresh_settings(fake_github, tmp_path)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ISSUE_LABELER_")}
     command = [sys.executable, "-m", "training.refresh", "--repo", HANGS]
-    child = subprocess.Popen(
-        command, env=environment | settings_env(settings), stderr=subprocess.PIPE, text=True
-    )
+    # A shell's background job ignores SIGINT, and an ignored signal stays ignored in the child:
+    # handled here for the launch, it starts as Ctrl-C leaves it in a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        child = subprocess.Popen(
+            command, env=environment | settings_env(settings), stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     store = Store(settings.database_url)
     try:
         wait_for(lambda: RefreshRuns(store, lock_hours=1).history(HANGS), what="the lock", timeout=60)
