@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -196,9 +196,18 @@ class CountingRegistry(Registry):
         return super().load(repo, version, **kw)
 
 
-def registry_copy(source: Path, root: Path, repo: str, *others: str) -> CountingRegistry:
+RegistryKind = TypeVar("RegistryKind", bound=Registry)
+
+
+def registry_copy(
+    source: Path,
+    root: Path,
+    repo: str,
+    *others: str,
+    kind: type[RegistryKind] = CountingRegistry,  # type: ignore[assignment]
+) -> RegistryKind:
     """A copy of the registry at ``source`` in which each of ``others`` has ``repo``'s bundles."""
     shutil.copytree(source, root, symlinks=True)
     for other in others:
         shutil.copytree(root / repo.replace("/", "__"), root / other.replace("/", "__"), symlinks=True)
-    return CountingRegistry(root)
+    return kind(root)

@@ -44,10 +44,7 @@ def _serving(
     bundle_registry: Path, root: Path, *other_repos: str
 ) -> tuple[HeldRegistry, ServedModels, Bundle]:
     """A copy of the test registry (``other_repos`` get REPO's bundle) with REPO's bundle loaded."""
-    shutil.copytree(bundle_registry, root, symlinks=True)
-    for other in other_repos:
-        shutil.copytree(root / REPO.replace("/", "__"), root / other.replace("/", "__"), symlinks=True)
-    registry = HeldRegistry(root)
+    registry = registry_copy(bundle_registry, root, REPO, *other_repos, kind=HeldRegistry)
     models = ServedModels(registry, threads=1, check_seconds=0)
     models.load([REPO])
     serving = models.get(REPO)
