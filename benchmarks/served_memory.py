@@ -23,10 +23,10 @@ from bot.served_models import ServedModels
 from training.bundle import Bundle
 from training.dataset import issue_text
 from training.machine import cpu_info, describe
+from training.quickstart import DEFAULT_DATA_DIR
 from training.registry import Registry
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ISSUES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sklearn_surya" / "issues.jsonl"
 
 
 def _rss_mb() -> float:
@@ -36,11 +36,12 @@ def _rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
 
 
-def _issue_texts(count: int) -> list[str]:
-    if not ISSUES.is_file():
-        raise SystemExit(f"the shared issue data is missing: {ISSUES}")
+def _issue_texts(data_dir: Path, count: int) -> list[str]:
+    issues = data_dir / "sklearn_surya" / "issues.jsonl"
+    if not issues.is_file():
+        raise SystemExit(f"the shared issue data is missing: {issues}")
     texts = []
-    for line in ISSUES.read_text().splitlines():
+    for line in issues.read_text().splitlines():
         row = json.loads(line)
         if row.get("body"):
             texts.append(issue_text(row["title"], row["body"]))
@@ -49,9 +50,11 @@ def _issue_texts(count: int) -> list[str]:
     return texts
 
 
-def _serve(root: str, repos: list[str], bound: int, rounds: int, threads: int) -> dict[str, object]:
+def _serve(
+    root: str, repos: list[str], bound: int, rounds: int, threads: int, data_dir: Path
+) -> dict[str, object]:
     """In a fresh process: load, then label ``rounds`` issues per repository in turn."""
-    texts = _issue_texts(rounds * len(repos))
+    texts = _issue_texts(data_dir, rounds * len(repos))
     before = _rss_mb()
     models = ServedModels(Registry(Path(root)), threads=threads, check_seconds=3600, max_loaded=bound)
     models.load(repos)
@@ -95,6 +98,7 @@ def main() -> int:
     parser.add_argument("--bounds", default="0,1,2", help="values of max_loaded_bundles (0: none)")
     parser.add_argument("--rounds", type=int, default=10, help="issues per repository, in turn")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="real issue texts to score")
     parser.add_argument("--out", type=Path, default=RESULTS / "served_memory.json")
     args = parser.parse_args()
     folder = args.bundle.resolve()
@@ -111,7 +115,7 @@ def main() -> int:
         spawn = multiprocessing.get_context("spawn")
         with spawn.Pool(1, maxtasksperchild=1) as pool:
             for bound in (int(b) for b in args.bounds.split(",")):
-                rows.append(pool.apply(_serve, (tmp, repos, bound, args.rounds, args.threads)))
+                rows.append(pool.apply(_serve, (tmp, repos, bound, args.rounds, args.threads, args.data_dir)))
     info = cpu_info()
     print(describe(info))
     print(f"{args.copies} repositories, each a copy of {folder.name} ({bundle.info.get('precision')})")

@@ -95,6 +95,11 @@ class BundleSummary:
     def read(cls, folder: Path, *, verify: bool = False) -> BundleSummary:
         """``verify`` checks every file against the manifest, as loading the bundle does."""
         info = Bundle.verify(folder) if verify else json.loads((folder / MANIFEST).read_text())
+        return cls.of(folder, info)
+
+    @classmethod
+    def of(cls, folder: Path, info: dict[str, object]) -> BundleSummary:
+        """The summary of a bundle whose manifest ``info`` was read already."""
         ids_path = folder / "label_ids.json"  # older bundles lack it
         return cls(
             version=str(info["version"]),
@@ -123,7 +128,7 @@ class Bundle:
     def __init__(self, folder: Path, *, threads: int = 1, run_lock: threading.Lock | None = None) -> None:
         self.folder = folder
         self.info = self.verify(folder)
-        self.summary = BundleSummary.read(folder)
+        self.summary = BundleSummary.of(folder, self.info)
         self.labels = self.summary.labels
         self.label_node_ids = self.summary.label_node_ids
         self.thresholds = Thresholds.from_json(json.loads((folder / "thresholds.json").read_text()))
