@@ -78,7 +78,7 @@ def main() -> int:
     for stage, seconds in row["stages_s"].items():
         print(f"  {stage:<12} {seconds:>8.1f} s")
     print(f"test micro/macro F1 {row['test_micro_f1']:.3f} / {row['test_macro_f1']:.3f}")
-    print(describe(row["cpu"]))  # type: ignore[arg-type]
+    print(describe(row["cpu"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=2))
     print(f"written {args.out}")

@@ -377,7 +377,7 @@ def main() -> int:
             print(f"  {key:<32} {value}")
     for line in bot_problems:
         print(f"  bot: {line}")
-    print(describe(result["cpu"]))  # type: ignore[arg-type]
+    print(describe(result["cpu"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"written {args.out}")
@@ -502,7 +502,7 @@ def _post(url: str, event: str, payload: dict) -> None:
     response.raise_for_status()
 
 
-def _wait(condition, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:  # type: ignore[no-untyped-def,type-arg]
+def _wait(condition, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     deadline = time.time() + timeout
     while not condition():
         if process.poll() is not None:

@@ -31,6 +31,34 @@ PERMANENT_STATUSES = {403, 404, 410, 422}
 GITHUB_ERRORS = (GithubException, RequestException, GitHubAuthError)
 
 
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One attempt at a webhook delivery as GitHub lists it: what looking for missed ones reads."""
+
+    id: int
+    guid: str
+    delivered_at: datetime
+    redelivery: bool
+    status: str
+    event: str
+    action: str | None
+
+    @classmethod
+    def of(cls, summary: HookDeliverySummary) -> DeliveryAttempt | None:
+        """None for a listing that lacks what identifies or orders the attempt."""
+        if summary.id is None or not summary.guid or summary.delivered_at is None:
+            return None
+        return cls(
+            id=summary.id,
+            guid=summary.guid,
+            delivered_at=summary.delivered_at,
+            redelivery=bool(summary.redelivery),
+            status=summary.status or "",
+            event=summary.event or "",
+            action=summary.action,
+        )
+
+
 @contextmanager
 def _refusals_are_permanent(what: str) -> Iterator[None]:
     """GitHub's permanent refusals of a write become a ``PermanentJobError`` with its message."""
@@ -149,17 +177,25 @@ class GitHubGateway:
             return None  # a folder of that name
         return content.decoded_content.decode("utf-8", errors="replace")
 
-    def failed_deliveries(self, hook: Webhook, since: datetime) -> list[HookDeliverySummary]:
+    def failed_deliveries(self, hook: Webhook, since: datetime) -> list[DeliveryAttempt]:
         """A webhook's failed delivery attempts back to ``since``, newest first. GitHub lists each
         attempt, redeliveries included, for three days; a server that does not know the ``status``
         filter lists every attempt, successful ones too."""
         requester = self._hook_requester(hook)
         found = []
         query = {"per_page": 100, "status": "failure"}
-        for delivery in PaginatedList(HookDeliverySummary, requester, f"{hook.path}/deliveries", query):
-            if delivery.delivered_at < since:
+        for summary in PaginatedList(HookDeliverySummary, requester, f"{hook.path}/deliveries", query):
+            attempt = DeliveryAttempt.of(summary)
+            if attempt is None:
+                log.warning(
+                    "%s: a listed delivery without its id, guid or time is skipped: %s",
+                    hook,
+                    summary.raw_data,
+                )
+                continue
+            if attempt.delivered_at < since:
                 break
-            found.append(delivery)
+            found.append(attempt)
         return found
 
     def redeliver(self, hook: Webhook, delivery_id: int) -> None:

@@ -17,12 +17,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from training.store import Store
+from training.store.db import rows_matched
 from training.store.models import RedeliveryRequest, WebhookJob
 from training.store.upserts import now
 
@@ -216,12 +228,13 @@ class JobQueue:
         """Put a failed job back in the queue, its attempts counted afresh."""
         stamp = now()
         with self.store.session() as session:
-            result = session.execute(
+            retried = rows_matched(
+                session,
                 update(WebhookJob)
                 .where(WebhookJob.delivery_id == delivery_id, WebhookJob.status == FAILED)
-                .values(status=PENDING, attempts=0, next_attempt_at=stamp, finished_at=None)
+                .values(status=PENDING, attempts=0, next_attempt_at=stamp, finished_at=None),
             )
-            return result.rowcount == 1
+            return retried == 1
 
     def counts(self) -> dict[str, int]:
         with self.store.session() as session:
@@ -289,12 +302,13 @@ class JobQueue:
         asked at ``at``, unless someone sharing the store (another replica) asked after ``at - hold``.
         The conditional UPDATE or the primary key lets only one of two callers through."""
         with self.store.session() as session:
-            renewed = session.execute(
+            renewed = rows_matched(
+                session,
                 update(RedeliveryRequest)
                 .where(RedeliveryRequest.delivery_id == delivery_id)
                 .where(RedeliveryRequest.requested_at <= at - hold)
-                .values(requested_at=at)
-            ).rowcount
+                .values(requested_at=at),
+            )
         if renewed:
             return True
         try:
@@ -362,7 +376,7 @@ def delivered_webhooks(store: Store, targets: tuple[str, ...]) -> list[tuple[str
         )
         for target, hook_id, repository, payload in rows:
             owner = _organization(payload) if target == "organization" else repository
-            if owner:
+            if owner and target and hook_id is not None:  # the query asks for both
                 found.append((target, hook_id, owner))
     return found
 
@@ -383,7 +397,7 @@ def _due_unblocked_statement() -> Select:
 
     Built once: building this statement costs more than running it.
     """
-    stamp = bindparam("now")
+    stamp: BindParameter[datetime] = bindparam("now")
     due = or_(
         (WebhookJob.status == PENDING) & (WebhookJob.next_attempt_at <= stamp),
         (WebhookJob.status == RUNNING) & (WebhookJob.lease_until < stamp),
@@ -397,7 +411,7 @@ def _due_unblocked_statement() -> Select:
     # A stuck job holds back only its own issue's later jobs: the issues and repository-wide
     # events after it go on, with the label catalogue and config the store has, rather than
     # waiting hours for one issue (or one push) GitHub keeps failing on.
-    tries = bindparam("tries")
+    tries: BindParameter[int] = bindparam("tries")
 
     def past_tries(job: type[WebhookJob]) -> ColumnElement[bool]:
         return ((job.status == PENDING) & (job.attempts >= tries)) | (

@@ -27,10 +27,16 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from github.HookDelivery import HookDeliverySummary
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.github_api import APP_WEBHOOK, GITHUB_ERRORS, TOKEN_TARGETS, GitHubGateway, Webhook
+from bot.github_api import (
+    APP_WEBHOOK,
+    GITHUB_ERRORS,
+    TOKEN_TARGETS,
+    DeliveryAttempt,
+    GitHubGateway,
+    Webhook,
+)
 from bot.jobs import JobQueue, delivered_webhooks
 from bot.metrics import BotMetrics
 from training.store import Store
@@ -132,7 +138,7 @@ class Redeliverer:
         since = result.at - self.window
         if self._look_back_to is not None:
             since = max(since, self._look_back_to)
-        by_guid: dict[str, list[HookDeliverySummary]] = defaultdict(list)
+        by_guid: dict[str, list[DeliveryAttempt]] = defaultdict(list)
         hook_of: dict[str, Webhook] = {}
         unlisted = []
         for hook in self._webhooks():
@@ -204,5 +210,5 @@ def token_webhooks(store: Store) -> list[Webhook]:
     return [Webhook(target, hook_id, owner) for target, hook_id, owner in delivered]
 
 
-def _name(delivery: HookDeliverySummary) -> str:
-    return f"{delivery.event}.{delivery.action}" if delivery.action else str(delivery.event)
+def _name(delivery: DeliveryAttempt) -> str:
+    return f"{delivery.event}.{delivery.action}" if delivery.action else delivery.event

@@ -123,6 +123,7 @@ class ServedModels:
             loading.wait()
             with self._lock:
                 return self._bundles.get(repo)
+        assert version is not None  # no loading under way: the registry named one, or we returned
         reloading = unloaded is not None and unloaded.version == version
         return self._load(repo, version, bundle, reloading=reloading)
 

@@ -119,7 +119,7 @@ def store(settings: Settings) -> Iterator[Store]:
         opened.close()
 
 
-def wait_for(condition, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
     """Poll until ``condition()`` is truthy; its value is returned."""
     deadline = time.monotonic() + timeout
     while True:

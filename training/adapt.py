@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from datasets import Dataset
@@ -60,7 +61,7 @@ class MaskedOnlyTrainer(Trainer):
 
     def __init__(
         self,
-        *args: object,
+        *args: Any,
         frozen_encoder: bool = False,
         anchor: PreTrainedModel | None = None,
         keep_features: float = 0.0,
@@ -68,7 +69,7 @@ class MaskedOnlyTrainer(Trainer):
         contrastive: float = 0.0,
         temperature: float = 0.05,
         view_tokens: int | None = None,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.frozen_encoder = frozen_encoder
@@ -95,7 +96,7 @@ class MaskedOnlyTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         masked = labels != -100
-        encoder = model.base_model
+        encoder = cast(PreTrainedModel, model).base_model
         # the encoder and head are called directly, past the autocast that wraps model.forward
         with self.accelerator.autocast():
             if self.frozen_encoder:

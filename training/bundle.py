@@ -12,6 +12,7 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -98,7 +99,7 @@ class BundleSummary:
         return cls.of(folder, info)
 
     @classmethod
-    def of(cls, folder: Path, info: dict[str, object]) -> BundleSummary:
+    def of(cls, folder: Path, info: dict[str, Any]) -> BundleSummary:
         """The summary of a bundle whose manifest ``info`` was read already."""
         ids_path = folder / "label_ids.json"  # older bundles lack it
         return cls(
@@ -132,7 +133,7 @@ class Bundle:
         self.labels = self.summary.labels
         self.label_node_ids = self.summary.label_node_ids
         self.thresholds = Thresholds.from_json(json.loads((folder / "thresholds.json").read_text()))
-        self.max_length = int(self.info["max_length"])  # type: ignore[arg-type]
+        self.max_length = int(self.info["max_length"])
         self.quantized = self.info.get("precision") == "int8"
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_length)
@@ -163,7 +164,7 @@ class Bundle:
         return str(padding["pad_token"]) if padding else "[PAD]"
 
     @staticmethod
-    def verify(folder: Path) -> dict[str, object]:
+    def verify(folder: Path) -> dict[str, Any]:
         """The manifest of a complete, unaltered bundle; ``BundleError`` otherwise."""
         manifest_path = folder / MANIFEST
         if not manifest_path.is_file():

@@ -11,7 +11,12 @@ import logging
 from typing import Literal
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    BertForSequenceClassification,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from training.dropout import set_attention_dropout
@@ -25,7 +30,7 @@ Pooling = Literal["mean", "cls"]
 class MeanPooledBertForSequenceClassification(BertForSequenceClassification):
     """BertForSequenceClassification with the masked mean of the last hidden states as input."""
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -49,7 +54,7 @@ class MeanPooledBertForSequenceClassification(BertForSequenceClassification):
 
 def load_classifier(
     path: str, pooling: Pooling = "cls", attention_dropout: float | None = None, **kwargs: object
-) -> torch.nn.Module:
+) -> PreTrainedModel:
     """A multi-label classifier from an encoder or a saved classifier folder.
 
     A saved classifier remembers its pooling in its config (``issue_labeler_pooling``).

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:  # metrics imports scikit-learn, which reading a config does not need
+    from training.metrics import ThresholdArgs
 
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 M = TypeVar("M", bound=BaseModel)
@@ -231,7 +234,7 @@ class TrainingConfig(BaseModel):
         "(Zen 4), a point lower in F1 there; weights, thresholds and export stay fp32",
     )
 
-    def threshold_args(self) -> dict[str, object]:
+    def threshold_args(self) -> ThresholdArgs:
         """The keyword arguments of ``metrics.tune_thresholds`` this config sets."""
         return {
             "objective": self.threshold_objective,

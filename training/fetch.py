@@ -170,9 +170,9 @@ def fetch_repository(
         raise
 
     with store.session() as session:
-        repository = get_repository(session, full_name)
-        assert repository is not None
-        cursor = cursor_of(session, repository)
+        stored = get_repository(session, full_name)  # fetched above, in an earlier session
+        assert stored is not None
+        cursor = cursor_of(session, stored)
         cursor.last_completed_at = now()
         cursor.last_error = None
         report.cursor = cursor.since

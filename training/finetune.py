@@ -97,9 +97,17 @@ def _copy_base_pooler(model: PreTrainedModel, base_model: str) -> bool:
         keys = {key.removeprefix("bert."): key for key in handle.keys() if "pooler." in key}
         if not {"pooler.dense.weight", "pooler.dense.bias"} <= keys.keys():
             return False
-        model.bert.pooler.dense.weight.data.copy_(handle.get_tensor(keys["pooler.dense.weight"]))
-        model.bert.pooler.dense.bias.data.copy_(handle.get_tensor(keys["pooler.dense.bias"]))
+        dense = _linear(model, "bert.pooler.dense")
+        dense.weight.data.copy_(handle.get_tensor(keys["pooler.dense.weight"]))
+        dense.bias.data.copy_(handle.get_tensor(keys["pooler.dense.bias"]))
     return True
+
+
+def _linear(model: torch.nn.Module, name: str) -> torch.nn.Linear:
+    layer = model.get_submodule(name)
+    if not isinstance(layer, torch.nn.Linear):
+        raise TypeError(f"{name} is a {type(layer).__name__}, not a linear layer")
+    return layer
 
 
 @torch.no_grad()
@@ -298,6 +306,8 @@ def validation_metrics(prediction: EvalPrediction) -> dict[str, float]:
         logits = logits[0]
     probabilities = 1 / (1 + np.exp(-logits))
     targets = prediction.label_ids
+    if isinstance(targets, tuple):
+        targets = targets[0]
     return {
         "micro_f1": best_global_threshold_f1(targets, probabilities),
         "macro_ap": macro_average_precision(targets, probabilities),
@@ -344,7 +354,7 @@ def predict_logits(
         )
         chunks.append(model(**encoded).logits.numpy())
     if not chunks:
-        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+        return np.zeros((0, model.config.num_labels or 0), dtype=np.float32)
     return np.concatenate(chunks)
 
 
@@ -360,8 +370,9 @@ def start_head_from_label_names(
     issues = classifier_inputs(model, tokenizer, train_texts, max_length)
     names = classifier_inputs(model, tokenizer, [label_text(n) for n in label_names], max_length)
     weight, bias = head_from_label_names(issues, names, shared_removed)
-    model.classifier.weight.data.copy_(weight)
-    model.classifier.bias.data.copy_(bias)
+    head = _linear(model, "classifier")
+    head.weight.data.copy_(weight)
+    head.bias.data.copy_(bias)
 
 
 @torch.no_grad()
@@ -374,7 +385,9 @@ def classifier_inputs(
 ) -> torch.Tensor:
     """What the classifier layer receives for each text (the pooled issue), in eval mode."""
     captured: list[torch.Tensor] = []
-    hook = model.classifier.register_forward_pre_hook(lambda _layer, args: captured.append(args[0].float()))
+    hook = model.get_submodule("classifier").register_forward_pre_hook(
+        lambda _layer, args: captured.append(args[0].float())
+    )
     try:
         predict_logits(model, tokenizer, texts, max_length, batch_size)
     finally:

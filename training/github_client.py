@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from github import Auth, Github, GithubException, GithubIntegration, GithubRetry
 
@@ -30,7 +31,7 @@ class GitHubClients:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        common = dict(
+        common: dict[str, Any] = dict(
             base_url=settings.github_api_url,
             per_page=settings.github_per_page,
             retry=make_retry(settings),

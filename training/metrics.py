@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_fscore_support
@@ -85,6 +86,16 @@ def _best_threshold(
             best_i, best_f1 = i, f1
     lower = candidates[best_i - 1] if best_i > 0 else 0.0
     return float((candidates[best_i] + lower) / 2), max(best_f1, 0.0)
+
+
+class ThresholdArgs(TypedDict):
+    """The settings of ``tune_thresholds`` a training config chooses."""
+
+    objective: str
+    precision_target: float
+    min_support: int
+    f1_floor: float
+    per_label_min_support: int
 
 
 def tune_thresholds(
@@ -181,7 +192,22 @@ def exclusive_group(
     return [label_names[i] for i in group] if len(group) >= 2 and coverage >= min_coverage else []
 
 
-def scores(label_names: list[str], targets: np.ndarray, predicted: np.ndarray) -> dict[str, object]:
+class LabelScores(TypedDict):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Scores(TypedDict):
+    micro_f1: float
+    macro_f1: float
+    micro_precision: float
+    micro_recall: float
+    per_label: dict[str, LabelScores]
+
+
+def scores(label_names: list[str], targets: np.ndarray, predicted: np.ndarray) -> Scores:
     """Micro and macro F1 and per-label precision/recall/F1/support."""
     precision, recall, f1, support = precision_recall_fscore_support(
         targets, predicted, average=None, zero_division=0

@@ -158,7 +158,9 @@ def parse_issue(raw: object, default_repo: str | None = None) -> IssueRecord:
     number = raw.get("number")
     if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
         raise RecordError(f"number: expected an integer, got {number!r}")
-    user = raw.get("user") if isinstance(raw.get("user"), dict) else {}
+    user = raw.get("user")
+    if not isinstance(user, dict):
+        user = {}
     is_pr = raw.get("is_pull_request")
     if is_pr is None:
         is_pr = "pull_request" in raw and raw["pull_request"] is not None

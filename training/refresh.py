@@ -156,7 +156,7 @@ def _thresholds(
     plain = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
     thresholds.exclusive_groups = [group]
     grouped = scores(labels, validation[1], decide(validation_probs, labels, thresholds))
-    if grouped["micro_f1"] <= plain["micro_f1"]:  # type: ignore[operator]
+    if grouped["micro_f1"] <= plain["micro_f1"]:
         thresholds.exclusive_groups = []
         return thresholds, f"at most one of {group}: dropped, not better on validation"
     return thresholds, f"at most one of {group}: kept, better validation micro-F1"
@@ -189,10 +189,10 @@ def _distil(
     teacher_probs = predict_probabilities(teacher, tokenizer, validation[0], config.max_length)
     teacher_f1 = float(
         scores(labels, validation[1], decide(teacher_probs, labels, teacher_thresholds))["micro_f1"]
-    )  # type: ignore[arg-type]
+    )
     student_f1 = float(
         scores(labels, validation[1], decide(student_probs, labels, student_thresholds))["micro_f1"]
-    )  # type: ignore[arg-type]
+    )
     served = student_f1 >= teacher_f1 - config.distill_max_f1_drop
     reason = (
         f"{len(student.layers_kept)}-layer student, validation micro-F1 {student_f1:.3f} vs teacher "
@@ -593,11 +593,11 @@ def summary_table(result: RefreshResult) -> str:
     ]
     lines = [f"{'model':<34} {'micro F1':>9} {'macro F1':>9} {'macro AP':>9}", "-" * 64]
     for name, row in rows:
-        if row.get("micro_f1") is None:  # type: ignore[union-attr]
+        if row.get("micro_f1") is None:
             continue
-        ap = row.get("macro_ap")  # type: ignore[union-attr]
+        ap = row.get("macro_ap")
         lines.append(
-            f"{name:<34} {row['micro_f1']:>9.3f} {row['macro_f1']:>9.3f} "  # type: ignore[index]
+            f"{name:<34} {row['micro_f1']:>9.3f} {row['macro_f1']:>9.3f} "
             + (f"{ap:>9.3f}" if ap is not None else f"{'-':>9}")
         )
     lines.append("(macro AP: mean average precision over the test labels, threshold-free)")

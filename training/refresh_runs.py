@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from training.store import Store
+from training.store.db import rows_matched
 from training.store.models import RefreshLock, RefreshRun, Repository
 from training.store.upserts import ensure_repository, get_repository, now
 
@@ -117,12 +118,13 @@ class RefreshRuns:
                     f"a refresh by {held.holder} holds the lock since {held.acquired_at:%Y-%m-%d %H:%M} UTC"
                 )
             # An expired lock: its holder died. Take it over, unless another taker was faster.
-            taken = session.execute(
+            taken = rows_matched(
+                session,
                 update(RefreshLock)
                 .where(RefreshLock.repository_id == repository_id, RefreshLock.expires_at == held.expires_at)
-                .values(holder=self.holder, acquired_at=stamp, expires_at=stamp + self.lock_for, run_id=None)
+                .values(holder=self.holder, acquired_at=stamp, expires_at=stamp + self.lock_for, run_id=None),
             )
-            if taken.rowcount != 1:
+            if taken != 1:
                 raise RefreshBusy("another process took over the expired lock")
             log.warning("took over the refresh lock left by %s (expired)", held.holder)
 
@@ -130,16 +132,17 @@ class RefreshRuns:
         """Push the running refresh's lock expiry on; False when the run no longer holds it."""
         stamp = at or now()
         with self.store.session() as session:
-            renewed = session.execute(
+            renewed = rows_matched(
+                session,
                 update(RefreshLock)
                 .where(
                     RefreshLock.repository_id == started.repository_id,
                     RefreshLock.holder == self.holder,
                     RefreshLock.run_id == started.run_id,
                 )
-                .values(expires_at=stamp + self.lock_for)
+                .values(expires_at=stamp + self.lock_for),
             )
-        return renewed.rowcount == 1
+        return renewed == 1
 
     def _unlock(self, repository_id: int) -> None:
         with self.store.session() as session:

@@ -101,7 +101,7 @@ class BotUnderTest:
             **kw,
         )
 
-    def send_issue(self, action: str, issue: dict[str, Any], **kw: Any):  # type: ignore[no-untyped-def]
+    def send_issue(self, action: str, issue: dict[str, Any], **kw: Any):
         delivery_id = kw.pop("delivery_id", None)
         payload = issue_delivery(action, issue, self.repository, installation_id=INSTALLATION, **kw)
         return self.deliver.send("issues", payload, delivery_id=delivery_id)

@@ -91,7 +91,7 @@ class Deliverer:
 
     def post(
         self, event: str | None, body: bytes, *, delivery_id: str | None, sign_it: bool = True, **headers: str
-    ):  # type: ignore[no-untyped-def]
+    ):
         sent = {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/test"}
         if event is not None:
             sent["X-GitHub-Event"] = event

@@ -31,7 +31,7 @@ def test_missing_or_wrong_signature_is_401(bot: BotUnderTest) -> None:
     assert bot.job_status("s1") is None and bot.job_status("s2") is None  # nothing stored
 
 
-def test_a_secret_being_rotated_out_is_still_accepted_and_said(  # type: ignore[no-untyped-def]
+def test_a_secret_being_rotated_out_is_still_accepted_and_said(
     fake_github, app_keys, bundle_registry, database_url, real_issues, caplog: pytest.LogCaptureFixture
 ) -> None:
     """GitHub switches to a new webhook secret the moment it is saved there; the bot, deployed
@@ -105,7 +105,7 @@ def test_a_form_encoded_delivery_is_read_from_its_payload_field(bot: BotUnderTes
         assert "the-secret-body" not in refused.text and bot.job_status(delivery_id) is None
 
 
-def test_oversized_body_is_413(fake_github, app_keys, bundle_registry, database_url, real_issues) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_body_is_413(fake_github, app_keys, bundle_registry, database_url, real_issues) -> None:
     small = start_bot(
         fake_github, app_keys, bundle_registry, database_url, real_issues, webhook_max_bytes=4096
     )

@@ -14,7 +14,7 @@ from training.metrics import Thresholds
 LABELS = ["bug", "feature", "docs", "question"]
 
 
-def _decide(scores: list[float], config: RepoConfig | None = None, **kw):  # type: ignore[no-untyped-def]
+def _decide(scores: list[float], config: RepoConfig | None = None, **kw):
     thresholds = Thresholds(
         values={"bug": 0.5, "feature": 0.5, "docs": 0.3, "question": 0.5},
         reliable={"bug": True, "feature": True, "docs": True, "question": False},

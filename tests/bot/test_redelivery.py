@@ -90,6 +90,25 @@ def test_deliveries_that_never_reached_the_bot_are_asked_for_again_until_they_do
     assert f"issue_labeler_redeliveries_total {float(_redeliveries(bot, lost['guid']) + 2)}" in metrics
 
 
+def test_a_listed_delivery_without_its_time_is_skipped_and_the_rest_looked_at(bot: BotUnderTest) -> None:
+    """Regression: a listed attempt without ``delivered_at`` (PyGithub gives None) made every look
+    fail comparing None with a time, so no missed delivery was asked for again while GitHub
+    listed it (three days)."""
+    fake = bot.fake
+    missed = bot.open_issue()
+    bot.services.redeliverer.stop()
+    fake.hook_url = None
+    lost = fake.deliver("issues", _opened(bot, missed))
+    partial = {key: value for key, value in lost.items() if key != "delivered_at"}
+    fake.hook_deliveries.append(({**partial, "id": fake.next_id(), "guid": "partial-listing"}, b"{}"))
+    fake.hook_url = _hook(bot)
+    bot.services.redeliverer.start()  # back: it looks at once, the partial attempt listed first
+
+    wait_for(lambda: bot.job_status(lost["guid"]) == "done", what="the missed delivery asked for and done")
+    assert bot.labels_on(missed["number"]) == ["bug", "documentation"]
+    assert _redeliveries(bot, "partial-listing") == 0
+
+
 def test_a_late_delivery_sees_the_labels_a_maintainer_added_meanwhile(bot: BotUnderTest) -> None:
     fake = bot.fake
     issue = bot.open_issue()
@@ -166,7 +185,7 @@ def test_github_refusing_the_listing_is_reported_not_raised(bot: BotUnderTest) -
 def test_nothing_is_asked_for_while_the_store_is_down_and_all_of_it_once_it_is_back(
     bot: BotUnderTest,
 ) -> None:
-    def down(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def down(conn, cursor, statement, parameters, context, executemany):
         if "webhook_jobs" in statement.lower():
             raise conn.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
 

@@ -106,7 +106,7 @@ def test_the_server_keeps_answering_during_a_refresh(
     bundle_registry,
     database_url,
     real_issues,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     import shutil
 

@@ -189,7 +189,7 @@ def test_a_worker_outlives_the_store_failing_as_a_job_ends(bot: BotUnderTest) ->
     lease, and the only worker goes on with the next one."""
     failures = []
 
-    def down(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def down(conn, cursor, statement, parameters, context, executemany):
         sql = statement.lower()
         if sql.startswith("update webhook_jobs") and "returning" not in sql and len(failures) < 2:
             failures.append(sql)  # the job's end goes unrecorded, on its first run and its second
@@ -216,7 +216,7 @@ def test_the_labels_stamp_and_the_issue_commit_with_the_jobs_end(bot: BotUnderTe
     applies them once) and then records all three."""
     failed: list[str] = []
 
-    def down(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def down(conn, cursor, statement, parameters, context, executemany):
         values = parameters.values() if isinstance(parameters, dict) else parameters
         ending = statement.lower().startswith("update webhook_jobs") and "done" in list(values)
         if ending and not failed:
@@ -245,7 +245,7 @@ def test_the_labels_stamp_and_the_issue_commit_with_the_jobs_end(bot: BotUnderTe
 def test_a_delivery_the_store_cannot_take_is_refused_503_and_can_be_redelivered(
     bot: BotUnderTest, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def locked(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+    def locked(conn, cursor, statement, parameters, context, executemany):
         if statement.lstrip().upper().startswith("INSERT INTO WEBHOOK_JOBS"):
             # the database driver's own error, as a locked SQLite file or a lost server raises
             raise conn.dialect.loaded_dbapi.OperationalError("database is locked")
@@ -273,7 +273,7 @@ def test_a_delivery_the_store_cannot_take_is_refused_503_and_can_be_redelivered(
 @contextmanager
 def _bot_on_a_registry_copy(
     fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path: Path
-) -> Iterator[tuple[BotUnderTest, Path]]:  # type: ignore[no-untyped-def]
+) -> Iterator[tuple[BotUnderTest, Path]]:
     """A bot serving a copy of the test registry, which the test may change under it."""
     registry = tmp_path / "registry"
     shutil.copytree(bundle_registry, registry, symlinks=True)
@@ -287,7 +287,7 @@ def _bot_on_a_registry_copy(
 
 def test_promoted_bundle_is_hot_swapped(
     fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with _bot_on_a_registry_copy(
         fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path
     ) as (running, registry):
@@ -311,7 +311,7 @@ def test_promoted_bundle_is_hot_swapped(
 
 def test_a_corrupted_bundle_put_in_service_is_refused_and_the_previous_one_keeps_labeling(
     fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with _bot_on_a_registry_copy(
         fake_github, app_keys, bundle_registry, database_url, real_issues, tmp_path
     ) as (running, registry_root):

@@ -26,14 +26,14 @@ class HeldRegistry(Registry):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def load(self, repo: str, version: str, **kw) -> Bundle:  # type: ignore[no-untyped-def]
+    def load(self, repo: str, version: str, **kw) -> Bundle:
         if repo in self.held:
             self.entered.set()
             assert self.release.wait(30), "the test never released the load"
         return super().load(repo, version, **kw)
 
 
-def _in_thread(target) -> tuple[threading.Thread, list]:  # type: ignore[no-untyped-def]
+def _in_thread(target) -> tuple[threading.Thread, list]:
     result: list = []
     thread = threading.Thread(target=lambda: result.append(target()), daemon=True)
     thread.start()
@@ -52,7 +52,7 @@ def _serving(
     return registry, models, serving
 
 
-def _held_load(registry: HeldRegistry, models: ServedModels, repo: str) -> tuple[threading.Thread, list]:  # type: ignore[type-arg]
+def _held_load(registry: HeldRegistry, models: ServedModels, repo: str) -> tuple[threading.Thread, list]:
     """A lookup of ``repo`` that is loading its bundle, held there until ``registry.release``."""
     registry.held.add(repo)
     loading = _in_thread(lambda: models.get(repo))
@@ -60,7 +60,7 @@ def _held_load(registry: HeldRegistry, models: ServedModels, repo: str) -> tuple
     return loading
 
 
-def _answered_at_once(lookup) -> list:  # type: ignore[no-untyped-def,type-arg]
+def _answered_at_once(lookup) -> list:
     """What ``lookup`` returns, asserting it does not wait for the held load."""
     thread, result = _in_thread(lookup)
     thread.join(10)

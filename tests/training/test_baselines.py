@@ -33,7 +33,7 @@ def _split(issues: tuple[list[str], np.ndarray], start: int, stop: int) -> tuple
     return issues[0][start:stop], issues[1][start:stop]
 
 
-def test_naive_bayes_ranks_and_never_predicts_a_label_it_never_saw(issues) -> None:  # type: ignore[no-untyped-def]
+def test_naive_bayes_ranks_and_never_predicts_a_label_it_never_saw(issues) -> None:
     train, test = _split(issues, 0, 300), _split(issues, 300, 400)
     unseen = LABELS.index("Build / CI")
     assert train[1][:, unseen].any() and test[1][:, unseen].any(), "the slice must hold Build / CI"
@@ -55,7 +55,7 @@ def test_naive_bayes_ranks_and_never_predicts_a_label_it_never_saw(issues) -> No
     assert float(rest["macro_ap"]) > frequency  # the seen labels are ranked, not guessed
 
 
-def test_tfidf_baseline_reports_the_ranking_of_its_own_probabilities(issues) -> None:  # type: ignore[no-untyped-def]
+def test_tfidf_baseline_reports_the_ranking_of_its_own_probabilities(issues) -> None:
     train, validation, test = _split(issues, 0, 260), _split(issues, 260, 300), _split(issues, 300, 400)
     result = baselines.tfidf_logreg(LABELS, train, validation, test)
     assert 0 <= result["micro_f1"] <= 1

@@ -69,7 +69,7 @@ def small_settings(tmp_path: Path) -> Settings:
     )
 
 
-def _refresh(settings: Settings, slice_path: Path, config: TrainingConfig, **kw: object):  # type: ignore[no-untyped-def]
+def _refresh(settings: Settings, slice_path: Path, config: TrainingConfig, **kw: object):
     store = Store(settings.database_url)
     try:
         return run_refresh(

@@ -32,7 +32,7 @@ class StepsSeen(TrainerCallback):
     def __init__(self) -> None:
         self.steps: list[int] = []
 
-    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_step_end(self, args, state, control, **kwargs):
         self.steps.append(state.global_step)
 
 

@@ -103,7 +103,7 @@ def test_issues_without_numbers_are_keyed_by_their_text(store: Store) -> None:
         assert session.scalar(select(func.count()).select_from(Issue)) == 2
 
 
-def test_sqlite_commits_flush_to_disk_unless_the_url_asks_for_normal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_commits_flush_to_disk_unless_the_url_asks_for_normal(tmp_path) -> None:
     levels = {}
     for url in (f"sqlite:///{tmp_path}/a.db", f"sqlite:///{tmp_path}/b.db?synchronous=normal"):
         store = Store(url)

@@ -23,7 +23,7 @@ class EveryStep(TrainerCallback):
     def __init__(self) -> None:
         self.weights: dict[int, dict[str, torch.Tensor]] = {}
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+    def on_step_end(self, args, state, control, model=None, **kwargs):
         self.weights[state.global_step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

@@ -6,10 +6,11 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Update, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,7 +51,7 @@ def create_store_engine(database_url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -78,6 +79,12 @@ def migrate(engine: Engine) -> None:
             f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: "
             f"{exc.orig}. Check ISSUE_LABELER_DATABASE_URL and that the database server is running."
         ) from None
+
+
+def rows_matched(session: Session, statement: Update) -> int:
+    """How many rows an UPDATE matched: the conditional updates that let one of several
+    processes through read it (``Session.execute`` is not typed as returning a row count)."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 class Store:

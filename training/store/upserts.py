@@ -169,18 +169,18 @@ class LabelCatalogue:
             return row
         # The bot and a fetch may meet the same new label at once.
         values = {"repository_id": self.repository.id, "node_id": record.node_id}
-        row = insert_unless_present(
+        found = insert_unless_present(
             self.session, Label, values | {"name": record.name, "updated_at": now()}, list(values)
         ) or self.session.scalar(
             select(Label)
             .where(Label.repository_id == self.repository.id, Label.node_id == record.node_id)
             .execution_options(populate_existing=True)
         )
-        if row is None:  # inserted here, or committed by the other process first: never so
+        if found is None:  # inserted here, or committed by the other process first: never so
             raise RuntimeError(
                 f"label {record.name} of {self.repository.full_name} is neither inserted nor found"
             )
-        return row
+        return found
 
     def delete(self, record: LabelRecord) -> None:
         self._load()
