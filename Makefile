@@ -18,12 +18,14 @@ run: install  ## the main job on embedded defaults: import the sample data, trai
 	$(BIN)/python -m training.quickstart
 	$(BIN)/python -m bot demo
 
-test: install  ## the whole test suite, SQLite and a PostgreSQL server the tests start
+test: lint  ## the static checks, then the whole test suite (SQLite and a PostgreSQL server the tests start)
 	scripts/ensure-postgres
 	$(BIN)/python -m pytest
 
-lint: install
+lint: install  ## ruff (lint and format) and mypy (the annotations, checked)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -52,11 +52,11 @@ def _evaluate(
     all_labels = scores(labels, dataset.targets("test"), decide(test_probs, labels, every))
     val = scores(labels, dataset.targets("validation"), decide(val_probs, labels, thresholds))
     row = {
-        "validation_micro_f1": float(val["micro_f1"]),  # type: ignore[arg-type]
-        "test_every_label_micro_f1": float(all_labels["micro_f1"]),  # type: ignore[arg-type]
-        "test_every_label_macro_f1": float(all_labels["macro_f1"]),  # type: ignore[arg-type]
-        "test_served_micro_f1": float(served["micro_f1"]),  # type: ignore[arg-type]
-        "test_served_macro_f1": float(served["macro_f1"]),  # type: ignore[arg-type]
+        "validation_micro_f1": float(val["micro_f1"]),
+        "test_every_label_micro_f1": float(all_labels["micro_f1"]),
+        "test_every_label_macro_f1": float(all_labels["macro_f1"]),
+        "test_served_micro_f1": float(served["micro_f1"]),
+        "test_served_macro_f1": float(served["macro_f1"]),
         "validation_issues": len(validation),
         "test_issues": len(test),
     }

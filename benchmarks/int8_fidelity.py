@@ -44,7 +44,7 @@ def fidelity_rows(folder: Path, smoothing: list[float], tmp: Path) -> list[dict[
         tokenizer, dataset.texts("train")[: config.int8_calibration_issues], config.max_length
     )
     fp32_test = scores(source.labels, targets, decided[: len(test)])
-    rows = []
+    rows: list[dict[str, object]] = []
     for share in smoothing:
         model = quantize_int8(
             folder / "model_fp32.onnx", tmp / f"int8_{share}.onnx", smoothing=share, calibration=calibration
@@ -62,9 +62,9 @@ def fidelity_rows(folder: Path, smoothing: list[float], tmp: Path) -> list[dict[
                 "decisions": int(decisions.size),
                 "mean_abs_prob_diff": round(float(difference.mean()), 5),
                 "max_abs_prob_diff": round(float(difference.max()), 4),
-                "test_micro_f1": round(float(served["micro_f1"]), 4),  # type: ignore[arg-type]
-                "test_macro_f1": round(float(served["macro_f1"]), 4),  # type: ignore[arg-type]
-                "fp32_test_micro_f1": round(float(fp32_test["micro_f1"]), 4),  # type: ignore[arg-type]
+                "test_micro_f1": round(float(served["micro_f1"]), 4),
+                "test_macro_f1": round(float(served["macro_f1"]), 4),
+                "fp32_test_micro_f1": round(float(fp32_test["micro_f1"]), 4),
                 "size_mb": round(model.stat().st_size / 1e6, 1),
             }
         )

@@ -116,7 +116,7 @@ def measure(run: Served, rows: np.ndarray | None = None, *, min_support: int = 5
     }
 
 
-def summarise(differences: np.ndarray, observed: float) -> dict[str, float]:
+def summarise(differences: np.ndarray, observed: float) -> dict[str, object]:
     low, high = np.percentile(differences, [2.5, 97.5])
     return {
         "difference": round(observed, 4),

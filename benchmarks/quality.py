@@ -97,7 +97,7 @@ def _transformer(
     thresholds = tune_thresholds(labels, validation[1], val_probs, **config.threshold_args())
     test_probs = predict_probabilities(tuned.model, tuned.tokenizer, data.texts("test"), config.max_length)
     decided = decide(test_probs, labels, thresholds)
-    served = scores(labels, data.targets("test"), decided)
+    measured: dict[str, object] = dict(scores(labels, data.targets("test"), decided))
     every_label = replace(thresholds, reliable=dict.fromkeys(labels, True))
     every = scores(labels, data.targets("test"), decide(test_probs, labels, every_label))
     if scores_file is not None:  # for studies of thresholds and reliability without retraining
@@ -114,12 +114,12 @@ def _transformer(
         test_texts = data.texts("test")
         int8 = int8_as_served(tuned, labels, thresholds, config, train[0], test_texts, workdir / "int8")
         served_int8 = scores(labels, data.targets("test"), int8)
-        served = served | {
+        measured = measured | {
             "int8_micro_f1": served_int8["micro_f1"],
             "int8_macro_f1": served_int8["macro_f1"],
             "int8_changed_decisions": int((int8 != decided).sum()),
         }
-    return served | {
+    return measured | {
         "macro_ap": macro_average_precision(data.targets("test"), test_probs),
         "every_label_micro_f1": every["micro_f1"],
         "every_label_macro_f1": every["macro_f1"],
@@ -296,7 +296,7 @@ def _measure(
                 "int8_macro_f1",
             ):
                 if key in result:
-                    row[key] = round(float(result[key]), 4)  # type: ignore[arg-type]
+                    row[key] = round(float(result[key]), 4)
             for key in ("applied_labels", "int8_changed_decisions"):
                 if key in result:
                     row[key] = result[key]

@@ -56,8 +56,8 @@ def measure(
     served = scores(label_names, test_targets, decide(run.test, label_names, thresholds))
     return {
         "run": run.name,
-        "micro_f1": round(float(served["micro_f1"]), 4),  # type: ignore[arg-type]
-        "macro_f1": round(float(served["macro_f1"]), 4),  # type: ignore[arg-type]
+        "micro_f1": round(float(served["micro_f1"]), 4),
+        "macro_f1": round(float(served["macro_f1"]), 4),
         "macro_ap": round(macro_average_precision(test_targets, run.test), 4),
         "micro_ap": round(float(average_precision_score(test_targets.ravel(), run.test.ravel())), 4),
         "best_single_threshold_micro_f1": round(best_global_threshold_f1(test_targets, run.test), 4),

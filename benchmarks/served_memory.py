@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bot.served_models import ServedModels
 from training.bundle import Bundle
@@ -52,7 +53,7 @@ def _issue_texts(data_dir: Path, count: int) -> list[str]:
 
 def _serve(
     root: str, repos: list[str], bound: int, rounds: int, threads: int, data_dir: Path
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """In a fresh process: load, then label ``rounds`` issues per repository in turn."""
     texts = _issue_texts(data_dir, rounds * len(repos))
     before = _rss_mb()

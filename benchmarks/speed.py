@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,7 +117,8 @@ def main() -> int:
         int8 = bundle_with(int8_path, "int8", served, Path(tmp) / "int8")
         sample = _sample_issue(test_texts, tokenizer, target_tokens=200)
         # (as served: an INT8 bundle scores one issue at a time; in batches of 32; size)
-        candidates = {
+        Predict = Callable[[list[str]], np.ndarray]
+        candidates: dict[str, tuple[Predict, Predict, int]] = {
             "PyTorch fp32": (
                 pytorch_predict,
                 pytorch_predict,
@@ -134,7 +136,7 @@ def main() -> int:
             ),
         }
         latencies_of = _latencies({name: c[0] for name, c in candidates.items()}, sample, args.runs)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, (predict, predict_batches, size) in candidates.items():
             latencies = latencies_of[name]
             decided = served.decide(predict(test_texts))

@@ -443,7 +443,11 @@ def _bot_stamps(store_url: str) -> dict[str, tuple[float, float]]:
             ).all()
     finally:
         engine.dispose()
-    return {delivery: (_epoch(received), _epoch(applied)) for delivery, received, applied in rows}
+    return {
+        delivery: (_epoch(received), _epoch(applied))
+        for delivery, received, applied in rows
+        if applied is not None  # the query's condition
+    }
 
 
 def _epoch(moment: datetime) -> float:

@@ -110,7 +110,7 @@ def _score(
     test_probs = predict_probabilities(model, tokenizer, test[0], config.max_length)
     served = scores(labels, test[1], decide(test_probs, labels, thresholds))
     return {
-        key: round(float(served[key]), 4)  # type: ignore[arg-type]
+        key: round(float(served[key]), 4)
         for key in ("micro_f1", "macro_f1", "micro_precision", "micro_recall")
     } | {
         "macro_ap": round(macro_average_precision(test[1], test_probs), 4),

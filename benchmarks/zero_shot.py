@@ -44,7 +44,7 @@ def zero_shot(encoder: str, base: str, data: IssueDataset, config: TrainingConfi
     for split in ("validation", "test"):
         pooled[split] = classifier_inputs(model, tokenizer, data.texts(split), config.max_length)
         with torch.no_grad():  # the classifier layer is all that is left of the forward pass
-            logits = model.classifier(pooled[split]).numpy()
+            logits = model.get_submodule("classifier")(pooled[split]).numpy()
         result[split] = round(macro_average_precision(data.targets(split), logits), 4)
     features = torch.nn.functional.normalize(pooled["validation"], dim=1)
     similarity = features @ features.T

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -17,7 +18,7 @@ from training.metrics import decide, macro_average_precision, scores, tune_thres
 
 def naive_bayes(
     label_names: list[str], train: tuple[list[str], np.ndarray], test: tuple[list[str], np.ndarray]
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Chapter 9's baseline: BinaryRelevance(MultinomialNB) on word counts.
 
     Labels without a training positive are never predicted (a one-class Naive Bayes could only
@@ -61,7 +62,7 @@ def tfidf_logreg(
     train: tuple[list[str], np.ndarray],
     validation: tuple[list[str], np.ndarray],
     test: tuple[list[str], np.ndarray],
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """The stronger classic baseline, thresholds tuned on validation as the transformer's are."""
     probabilities = fit_tfidf_logreg(label_names, train)
     thresholds = tune_thresholds(label_names, validation[1], probabilities(validation[0]), f1_floor=0.0)

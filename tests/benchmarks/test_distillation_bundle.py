@@ -35,7 +35,7 @@ def test_student_bundle_is_int8_and_loads_though_the_teacher_served_fp32(tmp_pat
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        num_labels=len(LABELS),
+        num_labels=len(LABELS),  # type: ignore[call-arg]  # a base config field
         problem_type="multi_label_classification",
     )
     model = BertForSequenceClassification(config)

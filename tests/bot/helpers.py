@@ -10,11 +10,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from typing_extensions import TypeVar
 
 from bot.signature import sign
 from tests.conftest import REPO_ROOT
@@ -83,15 +84,19 @@ class Deliverer:
         self.client = httpx.Client(base_url=base_url, timeout=10)
         self.secret = secret
 
-    def send(
-        self, event: str, payload: dict[str, Any], *, delivery_id: str | None = None, **headers: str
-    ) -> httpx.Response:
+    def send(self, event: str, payload: dict[str, Any], *, delivery_id: str | None = None) -> httpx.Response:
         body = json.dumps(payload).encode()
-        return self.post(event, body, delivery_id=delivery_id or str(uuid.uuid4()), **headers)
+        return self.post(event, body, delivery_id=delivery_id or str(uuid.uuid4()))
 
     def post(
-        self, event: str | None, body: bytes, *, delivery_id: str | None, sign_it: bool = True, **headers: str
-    ):
+        self,
+        event: str | None,
+        body: bytes,
+        *,
+        delivery_id: str | None,
+        sign_it: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         sent = {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/test"}
         if event is not None:
             sent["X-GitHub-Event"] = event
@@ -99,7 +104,7 @@ class Deliverer:
             sent["X-GitHub-Delivery"] = delivery_id
         if sign_it:
             sent["X-Hub-Signature-256"] = sign(self.secret, body)
-        sent.update(headers)
+        sent.update(headers or {})
         return self.client.post("/webhook", content=body, headers=sent)
 
     def close(self) -> None:
@@ -196,7 +201,7 @@ class CountingRegistry(Registry):
         return super().load(repo, version, **kw)
 
 
-RegistryKind = TypeVar("RegistryKind", bound=Registry)
+RegistryKind = TypeVar("RegistryKind", bound=Registry, default=CountingRegistry)
 
 
 def registry_copy(

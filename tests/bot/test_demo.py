@@ -61,7 +61,11 @@ def test_demo_serves_offline_and_its_printed_delivery_is_decided_as_a_dry_run(
     deliverer = Deliverer(server.url, secret=settings.webhook_secret.get_secret_value())
     try:
         response = deliverer.post(
-            "issues", body, delivery_id="demo-1", sign_it=False, **{"X-Hub-Signature-256": signature.group(1)}
+            "issues",
+            body,
+            delivery_id="demo-1",
+            sign_it=False,
+            headers={"X-Hub-Signature-256": signature.group(1)},
         )
         assert response.status_code == 202, response.text
         wait_for(lambda: services.queue.status_of("demo-1") == "done", what="the demo delivery")

@@ -25,7 +25,7 @@ def test_missing_or_wrong_signature_is_401(bot: BotUnderTest) -> None:
     finally:
         wrong.close()
     bad_header = bot.deliver.post(
-        "ping", _ping(), delivery_id="s3", sign_it=False, **{"X-Hub-Signature-256": "md5=abc"}
+        "ping", _ping(), delivery_id="s3", sign_it=False, headers={"X-Hub-Signature-256": "md5=abc"}
     )
     assert bad_header.status_code == 401
     assert bot.job_status("s1") is None and bot.job_status("s2") is None  # nothing stored
@@ -89,7 +89,9 @@ def test_a_form_encoded_delivery_is_read_from_its_payload_field(bot: BotUnderTes
     issue = bot.open_issue()
     document = json.dumps(issue_delivery("opened", issue, bot.repository, installation_id=INSTALLATION))
     form = {"Content-Type": "application/x-www-form-urlencoded"}
-    sent = bot.deliver.post("issues", urlencode({"payload": document}).encode(), delivery_id="form-1", **form)
+    sent = bot.deliver.post(
+        "issues", urlencode({"payload": document}).encode(), delivery_id="form-1", headers=form
+    )
     assert sent.status_code == 202, sent.text
     wait_for(lambda: bot.job_status("form-1") == "done", what="the form-encoded delivery's job")
     assert bot.fake.requests_to(rf"/repos/{REPO}/issues/{issue['number']}/labels", "POST")
@@ -100,7 +102,7 @@ def test_a_form_encoded_delivery_is_read_from_its_payload_field(bot: BotUnderTes
         ("form-4", b"payload=%7B&&the-secret-body"),  # does not parse: the refusal must not quote it
         ("form-5", urlencode({"payload": "{not json"}).encode()),
     ]:
-        refused = bot.deliver.post("issues", body, delivery_id=delivery_id, **form)
+        refused = bot.deliver.post("issues", body, delivery_id=delivery_id, headers=form)
         assert refused.status_code == 400, (delivery_id, refused.text)
         assert "the-secret-body" not in refused.text and bot.job_status(delivery_id) is None
 

@@ -229,7 +229,7 @@ def test_a_job_past_its_tries_holds_back_only_its_own_issue(store: Store) -> Non
     queue.finish(two, "ok")
     assert queue.status_of("labeled-1") == "pending"
 
-    finished = []  # GitHub is back: the two run again, and issue 1 keeps its order
+    finished: list[str] = []  # GitHub is back: the two run again, and issue 1 keeps its order
     while len(finished) < 3:
         job = _next(queue)
         queue.finish(job, "ok")
@@ -238,9 +238,9 @@ def test_a_job_past_its_tries_holds_back_only_its_own_issue(store: Store) -> Non
     assert finished.index("opened-1") < finished.index("labeled-1")
 
 
-def _holding(queue: JobQueue) -> dict[object, object]:
+def _holding(queue: JobQueue) -> dict[str, str]:
     """What each job waiting for a retry holds back, as /status lists it."""
-    return {job["delivery_id"]: job["holds_back"] for job in queue.retrying()}
+    return {str(job["delivery_id"]): str(job["holds_back"]) for job in queue.retrying()}
 
 
 def _next(queue: JobQueue, delivery_id: str | None = None) -> ClaimedJob:

@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from bot.policy import choose_labels
-from bot.repo_config import RepoConfig, RepoConfigError, parse_repo_config
+from bot.repo_config import LabelFilter, RepoConfig, RepoConfigError, parse_repo_config
 from tests.conftest import REPO_ROOT
 from training.metrics import Thresholds
 
@@ -51,7 +51,7 @@ def test_renamed_deleted_removed_and_config_rules() -> None:
     renamed = _decide([0.6, 0.0, 0.9, 0.0], current_names={"bug": "type: bug", "docs": None})
     assert [name for name, _ in renamed.labels] == ["type: bug"]
     assert _decide([0.6, 0.0, 0.9, 0.0], removed_by_humans={"Docs"}).labels == [("bug", 0.6)]
-    config = RepoConfig(max_labels=1, thresholds={"bug": 0.7}, labels={"deny": ["do*"]})
+    config = RepoConfig(max_labels=1, thresholds={"bug": 0.7}, labels=LabelFilter(deny=["do*"]))
     assert _decide([0.65, 0.8, 0.9, 0.0], config).labels == [("feature", 0.8)]
     assert _decide([0.9, 0.0, 0.0, 0.0], RepoConfig(enabled=False)).labels == []
 

@@ -187,7 +187,7 @@ def test_a_job_slower_than_its_lease_keeps_it_and_runs_once(bot: BotUnderTest) -
 def test_a_worker_outlives_the_store_failing_as_a_job_ends(bot: BotUnderTest) -> None:
     """The labels are written, then the store fails to record it: the job runs again after its
     lease, and the only worker goes on with the next one."""
-    failures = []
+    failures: list[str] = []
 
     def down(conn, cursor, statement, parameters, context, executemany):
         sql = statement.lower()

@@ -154,7 +154,7 @@ class FakeGitHub:
     def base_url(self) -> str:
         assert self._server is not None, "start() the fake first"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     # -- state -------------------------------------------------------------------------------
     def next_id(self) -> int:

@@ -3,6 +3,7 @@ move at every step, rows of words the text never contains included."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -194,7 +195,7 @@ def test_fine_tuning_starts_the_chosen_share_of_the_way_from_the_base_model_to_t
     start = _weights(base)[layer]
     assert not torch.allclose(adapted, start)
 
-    def classifier(encoder: str | Path, share: float) -> torch.nn.Module:
+    def classifier(encoder: str | Path, share: float) -> Any:  # its head is read
         config = MOVING.model_copy(update={"mlm_interpolation": share})
         model, _ = initial_classifier(str(encoder), base, labels, titles, config)
         return model

@@ -24,7 +24,7 @@ def _attention_dropout_seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tu
 
     def recording(*args: object, dropout_p: float = 0.0, **kwargs: object) -> torch.Tensor:
         seen.append((torch.is_grad_enabled(), dropout_p))
-        return attention(*args, dropout_p=dropout_p, **kwargs)  # type: ignore[arg-type]
+        return attention(*args, dropout_p=dropout_p, **kwargs)  # type: ignore[arg-type, misc]
 
     with monkeypatch.context() as patch:
         patch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)

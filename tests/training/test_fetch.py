@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from tests.conftest import make_settings
 from tests.fakegithub import FakeGitHub, FakeRepo, Fault, secondary_rate_limit
 from tests.fakegithub.seed import seed_from_jsonl
-from training.fetch import FetchError, UnknownRepository, fetch_repository
+from training.fetch import FetchError, FetchReport, UnknownRepository, fetch_repository
 from training.github_client import GitHubAuthError, GitHubClients
 from training.refresh_runs import FAILED, RefreshRuns
 from training.settings import Settings
@@ -39,11 +39,11 @@ def rails(fake_github: FakeGitHub, shared_data: Path) -> FakeRepo:
     return repo
 
 
-def _fetch(store: Store, settings: Settings) -> object:
+def _fetch(store: Store, settings: Settings) -> FetchReport:
     return fetch_repository(store, GitHubClients(settings).for_repository(REPO), REPO, settings=settings)
 
 
-def _stored(store: Store) -> dict[int, tuple[str, str, bool, list[str]]]:
+def _stored(store: Store) -> dict[int | None, tuple[str, str | None, bool, list[str]]]:
     with store.session() as session:
         return {
             issue.number: (

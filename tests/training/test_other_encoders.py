@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,12 @@ def test_a_distilbert_classifier_without_token_type_ids_is_exported_quantized_an
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
     torch.manual_seed(0)
     config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size, dim=64, n_layers=2, n_heads=2, hidden_dim=128, num_labels=len(LABELS)
+        vocab_size=tokenizer.vocab_size,
+        dim=64,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=128,
+        num_labels=len(LABELS),  # type: ignore[call-arg]  # a base config field
     )
     config.problem_type = "multi_label_classification"
     model = DistilBertForSequenceClassification(config).eval()
@@ -72,7 +78,12 @@ def test_a_bundle_pads_with_the_padding_token_training_used(shared_data: Path, t
     tokenizer.pad_token = "[UNK]"  # as RoBERTa's <pad> is 1, not BERT's [PAD] 0
     model = DistilBertForSequenceClassification(
         DistilBertConfig(
-            vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64, num_labels=2
+            vocab_size=tokenizer.vocab_size,
+            dim=32,
+            n_layers=1,
+            n_heads=2,
+            hidden_dim=64,
+            num_labels=2,  # type: ignore[call-arg]  # a base config field
         )
     ).eval()
     export_onnx(model, tokenizer, tmp_path / "model.onnx")
@@ -86,9 +97,15 @@ def test_a_bundle_pads_with_the_padding_token_training_used(shared_data: Path, t
 def test_a_distilbert_teacher_gives_a_shallower_student(shared_data: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
     config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size, dim=32, n_layers=4, n_heads=2, hidden_dim=64, num_labels=2
+        vocab_size=tokenizer.vocab_size,
+        dim=32,
+        n_layers=4,
+        n_heads=2,
+        hidden_dim=64,
+        num_labels=2,  # type: ignore[call-arg]  # a base config field
     )
-    teacher = DistilBertForSequenceClassification(config).eval()
+    teacher: Any = DistilBertForSequenceClassification(config).eval()  # its children are read
+    student: Any
     student, kept = shallow_copy(teacher, 2)  # its layers are transformer.layer, not encoder.layer
     assert kept == [1, 3] and student.config.n_layers == 2 and len(student.distilbert.transformer.layer) == 2
     assert len(teacher.distilbert.transformer.layer) == 4
@@ -109,6 +126,7 @@ def test_fine_tuning_starts_from_the_base_models_pooler_not_a_random_one(
     BertForMaskedLM.from_pretrained(base).save_pretrained(tmp_path / "adapted")
     AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "adapted")
 
+    model: Any
     model, _ = initial_classifier(
         str(tmp_path / "adapted"), base, LABELS, _titles(shared_data, 8), TrainingConfig(max_length=32)
     )

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -69,7 +70,7 @@ def small_settings(tmp_path: Path) -> Settings:
     )
 
 
-def _refresh(settings: Settings, slice_path: Path, config: TrainingConfig, **kw: object):
+def _refresh(settings: Settings, slice_path: Path, config: TrainingConfig, **kw: Any):
     store = Store(settings.database_url)
     try:
         return run_refresh(
@@ -372,7 +373,8 @@ def test_a_distilled_student_keeps_every_other_teacher_layer() -> None:
     assert keep_layers(12, 4) == [2, 5, 8, 11]
     with pytest.raises(ValueError, match="between 1 and 5"):
         keep_layers(6, 6)
-    teacher = load_classifier(resolve_base_model(PACKAGED_MODEL), num_labels=2)
+    teacher: Any = load_classifier(resolve_base_model(PACKAGED_MODEL), num_labels=2)  # children read
+    student: Any
     student, kept = shallow_copy(teacher, 3)
     assert kept == [1, 3, 5] and student.config.num_hidden_layers == 3
     assert len(teacher.bert.encoder.layer) == 6  # the teacher is left whole

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -41,14 +42,14 @@ def _during_finetune(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]
     """Makes ``change`` happen once the refresh has adapted its encoder and starts fine-tuning."""
     finetune = refresh.finetune
 
-    def changed_then_finetune(*args: object, **kwargs: object) -> object:
+    def changed_then_finetune(*args: Any, **kwargs: Any) -> object:
         change()
         return finetune(*args, **kwargs)
 
     monkeypatch.setattr(refresh, "finetune", changed_then_finetune)
 
 
-def _in_store(settings: Settings, work: Callable[[Session], None]) -> None:
+def _in_store(settings: Settings, work: Callable[[Session], object]) -> None:
     store = Store(settings.database_url)
     try:
         with store.session() as session:
@@ -61,7 +62,7 @@ def _rename_while_training(settings: Settings, monkeypatch: pytest.MonkeyPatch, 
     """Renames the repository as the bot would: the store row by GitHub id, then the registry folder."""
 
     def rename(session: Session) -> None:
-        get_repository(session, REPO).github_id = GITHUB_ID  # type: ignore[union-attr]
+        get_repository(session, REPO).github_id = GITHUB_ID
         assert follow_rename(session, NEW_NAME, GITHUB_ID) == REPO
 
     def change() -> None:

@@ -57,7 +57,7 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("ISSUE_LABELER_MIN_LABEL_EXAMPLES", raising=False)
     env_file = tmp_path / ".env"
     env_file.write_text("ISSUE_LABELER_MIN_LABEL_EXAMPLES=3\nISSUE_LABELER_LOG_LEVEL=debug\n")
-    settings = Settings(_env_file=env_file)
+    settings = Settings(_env_file=env_file)  # type: ignore[call-arg]  # pydantic-settings' init option
     assert settings.min_label_examples == 3
     assert settings.log_level == "DEBUG"
 

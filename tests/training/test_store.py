@@ -17,7 +17,7 @@ from training.store.upserts import LabelCatalogue, Outcome, ensure_repository, u
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def _issue(number: int = 1, labels: tuple[str, ...] = ("bug",), **kw: object) -> IssueRecord:
+def _issue(number: int | None = 1, labels: tuple[str, ...] = ("bug",), **kw: object) -> IssueRecord:
     fields: dict = dict(
         repo="octo/repo",
         number=number,
@@ -151,7 +151,7 @@ def _store_together(store: Store, records: list[IssueRecord], writers: int = 4) 
         for record in records:
             together.wait()
             try:
-                outcomes[record.number].append(_store_one(store, record))  # type: ignore[index]
+                outcomes[record.number].append(_store_one(store, record))
             except Exception as exc:  # noqa: BLE001 (collected for the assertion)
                 errors.append(exc)
 
