@@ -38,7 +38,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -506,7 +506,9 @@ def _post(url: str, event: str, payload: dict) -> None:
     response.raise_for_status()
 
 
-def _wait(condition, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+def _wait(
+    condition: Callable[[], object], process: subprocess.Popen[bytes], log: Path, timeout: float = 90
+) -> None:
     deadline = time.time() + timeout
     while not condition():
         if process.poll() is not None:
