@@ -35,9 +35,9 @@ def test_student_bundle_is_int8_and_loads_though_the_teacher_served_fp32(tmp_pat
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        num_labels=len(LABELS),  # type: ignore[call-arg]  # a base config field
         problem_type="multi_label_classification",
     )
+    config.num_labels = len(LABELS)  # a base config field, outside BertConfig's typed arguments
     model = BertForSequenceClassification(config)
     teacher = tmp_path / "teacher" / "owner__name" / "20261202T000000Z"
     export_onnx(model, tokenizer, teacher / "model.onnx")

@@ -40,19 +40,19 @@ def _bundle(folder: Path, model: torch.nn.Module, tokenizer: object, precision: 
     return Bundle(folder)
 
 
+def _distilbert(vocab_size: int, *, dim: int, layers: int, labels: int) -> DistilBertConfig:
+    """A small random DistilBERT (two heads, FFN twice the width)."""
+    config = DistilBertConfig(vocab_size=vocab_size, dim=dim, n_layers=layers, n_heads=2, hidden_dim=2 * dim)
+    config.num_labels = labels  # a base config field, outside DistilBertConfig's typed arguments
+    return config
+
+
 def test_a_distilbert_classifier_without_token_type_ids_is_exported_quantized_and_served(
     shared_data: Path, tmp_path: Path
 ) -> None:
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
     torch.manual_seed(0)
-    config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size,
-        dim=64,
-        n_layers=2,
-        n_heads=2,
-        hidden_dim=128,
-        num_labels=len(LABELS),  # type: ignore[call-arg]  # a base config field
-    )
+    config = _distilbert(tokenizer.vocab_size, dim=64, layers=2, labels=len(LABELS))
     config.problem_type = "multi_label_classification"
     model = DistilBertForSequenceClassification(config).eval()
     texts = _titles(shared_data)
@@ -77,14 +77,7 @@ def test_a_bundle_pads_with_the_padding_token_training_used(shared_data: Path, t
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
     tokenizer.pad_token = "[UNK]"  # as RoBERTa's <pad> is 1, not BERT's [PAD] 0
     model = DistilBertForSequenceClassification(
-        DistilBertConfig(
-            vocab_size=tokenizer.vocab_size,
-            dim=32,
-            n_layers=1,
-            n_heads=2,
-            hidden_dim=64,
-            num_labels=2,  # type: ignore[call-arg]  # a base config field
-        )
+        _distilbert(tokenizer.vocab_size, dim=32, layers=1, labels=2)
     ).eval()
     export_onnx(model, tokenizer, tmp_path / "model.onnx")
     bundle = _bundle(tmp_path, model, tokenizer, "fp32")
@@ -96,14 +89,7 @@ def test_a_bundle_pads_with_the_padding_token_training_used(shared_data: Path, t
 
 def test_a_distilbert_teacher_gives_a_shallower_student(shared_data: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(PACKAGED_MODEL))
-    config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size,
-        dim=32,
-        n_layers=4,
-        n_heads=2,
-        hidden_dim=64,
-        num_labels=2,  # type: ignore[call-arg]  # a base config field
-    )
+    config = _distilbert(tokenizer.vocab_size, dim=32, layers=4, labels=2)
     teacher: Any = DistilBertForSequenceClassification(config).eval()  # its children are read
     student: Any
     student, kept = shallow_copy(teacher, 2)  # its layers are transformer.layer, not encoder.layer
