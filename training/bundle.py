@@ -78,7 +78,7 @@ def inference_session(
     options.add_session_config_entry("session.force_spinning_stop", "1")
     # An operator's work is claimed in shrinking blocks (half of what is left, then a quarter, ...)
     # instead of an equal share per thread: when a neighbour on the host slows one core, the
-    # other takes more. INT8 predictions 6% faster in those stretches, the same otherwise
+    # other takes more. INT8 predictions 6% faster in those stretches, 2% otherwise
     # (benchmarks/MEASUREMENTS.md, session 40).
     options.add_session_config_entry("session.dynamic_block_base", "1")
     if save_optimized_to is not None:
