@@ -75,8 +75,12 @@ class RefreshError(Exception):
     """A refresh that could not produce a servable bundle; the model in service is untouched."""
 
 
-class RefreshStopped(RefreshError):
-    """SIGTERM (the bot's time limit, a container stopping): recorded failed, lock freed."""
+class RefreshStopped(BaseException):
+    """SIGTERM (the bot's time limit, a container stopping): recorded failed, lock freed.
+
+    A BaseException, as KeyboardInterrupt is: the signal handler raises it wherever the refresh
+    happens to be, and code there that catches Exception — logging's handlers, retry loops —
+    must not take it for an error of its own and carry on."""
 
 
 @contextmanager
@@ -707,7 +711,15 @@ def main(argv: list[str] | None = None) -> int:
     except RefreshBusy as exc:
         log.error("%s: not run, %s", args.repo, exc)
         return 3
-    except (RefreshError, DatasetError, FetchError, GitHubAuthError, BundleError, FileNotFoundError) as exc:
+    except (
+        RefreshError,
+        RefreshStopped,
+        DatasetError,
+        FetchError,
+        GitHubAuthError,
+        BundleError,
+        FileNotFoundError,
+    ) as exc:
         log.error("refresh of %s failed, the bundle in service is unchanged: %s", args.repo, exc)
         return 1
     except KeyboardInterrupt:  # recorded failed and the lock freed on the way out

@@ -4,9 +4,12 @@ Tiny on purpose (sequence length 32, a few steps) so it runs in CI in a few minu
 measured by benchmarks/, not here.
 """
 
+import io
 import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -27,7 +30,13 @@ from training.distill import keep_layers, shallow_copy
 from training.export import export_onnx, quantize_int8
 from training.finetune import finetune, predict_probabilities
 from training.precision import training_precision
-from training.refresh import RefreshError, run_refresh, summary_table
+from training.refresh import (
+    RefreshError,
+    RefreshStopped,
+    _sigterm_stops_the_refresh,
+    run_refresh,
+    summary_table,
+)
 from training.refresh_runs import LockLease, LockLost, RefreshRuns
 from training.registry import ENCODER_BASE, Registry
 from training.settings import Settings
@@ -427,3 +436,27 @@ def test_a_refresh_continues_only_an_encoder_adapted_from_its_base_model(tmp_pat
         None,
         f"the adapted encoder does not record its base model ({ENCODER_BASE})",
     )
+
+
+def test_sigterm_during_a_log_line_still_stops_the_refresh() -> None:
+    """Regression: SIGTERM arriving while a stage logged raised the stop inside logging's
+    handler, which took it for a formatting error of its own, printed it and went on: the
+    refresh never stopped and its run stayed "running" (seen in CI, 2026-12-04)."""
+
+    class SignalledWhileFormatting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before this returns, inside the handler
+            return super().format(record)
+
+    handler = logging.StreamHandler(io.StringIO())
+    handler.setFormatter(SignalledWhileFormatting())
+    logger = logging.getLogger("tests.refresh.sigterm")
+    logger.addHandler(handler)
+    logger.propagate = False
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(RefreshStopped, match="SIGTERM"), _sigterm_stops_the_refresh():
+            logger.warning("stage data ...")
+    finally:
+        logger.removeHandler(handler)
+    assert signal.getsignal(signal.SIGTERM) == before  # the refresh's handler is gone again
