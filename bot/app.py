@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from bot import feedback, signature
-from bot.jobs import JOB_STATUSES, Delivery
+from bot.jobs import JOB_STATUSES, MAX_DELIVERY_ID, MAX_EVENT, Delivery
 from bot.services import BotServices
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,13 @@ def create_app(services: BotServices) -> FastAPI:
             _previous_secret_used(secret_used, delivery_id)
         if not event or not delivery_id:
             return _refuse(400, "X-GitHub-Event and X-GitHub-Delivery headers are required", delivery_id)
+        if len(event) > MAX_EVENT or len(delivery_id) > MAX_DELIVERY_ID:
+            return _refuse(
+                400,
+                f"X-GitHub-Event longer than {MAX_EVENT} or X-GitHub-Delivery longer than "
+                f"{MAX_DELIVERY_ID} characters: not GitHub's",
+                delivery_id[:MAX_DELIVERY_ID],
+            )
         try:
             document = delivery_document(bytes(body), request.headers.get("content-type"))
             payload = json.loads(document)

@@ -13,6 +13,7 @@ from bot.jobs import Delivery
 from bot.labeling import Labeler
 from bot.metrics import BotMetrics
 from bot.outcome import Outcome, PermanentJobError
+from bot.payload_shapes import MalformedPayload, check_shape
 from bot.repo_config import RepoConfigCache
 from training.issue_templates import TEMPLATE_DIR
 from training.records import IssueRecord, LabelRecord, RecordError, parse_datetime, parse_issue
@@ -66,6 +67,10 @@ class EventHandlers:
         handler = getattr(self, f"_on_{delivery.event}", None)
         if handler is None:
             return Outcome(f"no handler for {delivery.event}", ignored=True)
+        try:
+            check_shape(delivery.event, delivery.payload)
+        except MalformedPayload as exc:
+            raise PermanentJobError(str(exc)) from None
         if delivery.event not in {"ping", "installation", "installation_repositories"}:
             repo = delivery.repository
             if repo is None:

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import ReturningUpdate
 
+from training.records import is_repository_name
 from training.store import Store
 from training.store.db import rows_matched
 from training.store.models import RedeliveryRequest, WebhookJob
@@ -42,6 +43,8 @@ PENDING, RUNNING, DONE, IGNORED, FAILED = "pending", "running", "done", "ignored
 JOB_STATUSES = (PENDING, RUNNING, DONE, IGNORED, FAILED)
 # Due jobs looked at per claim, oldest first; blocked ones among them wait for the next claim.
 CLAIM_WINDOW = 50
+# The widths of the job's columns that a delivery's headers and action fill: longer is not GitHub's.
+MAX_DELIVERY_ID, MAX_EVENT, MAX_ACTION = 100, 60, 60
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,15 @@ class Delivery:
     @property
     def action(self) -> str | None:
         action = self.payload.get("action")
-        return action if isinstance(action, str) else None
+        return action if isinstance(action, str) and len(action) <= MAX_ACTION else None
 
     @property
     def repository(self) -> str | None:
+        """OWNER/NAME, or None where the payload has none or another shape (its job then fails
+        in ``bot.payload_shapes``' check, which names the field, instead of at the accept)."""
         repo = self.payload.get("repository")
-        return repo.get("full_name") if isinstance(repo, dict) else None
+        name = repo.get("full_name") if isinstance(repo, dict) else None
+        return name if isinstance(name, str) and len(name) <= 200 and is_repository_name(name) else None
 
     @property
     def issue_number(self) -> int | None:

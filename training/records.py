@@ -110,18 +110,34 @@ def parse_datetime(value: object, field_name: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def _optional_text(raw: dict[str, Any], key: str, longest: int, *, where: str | None = None) -> str | None:
+    """A text field that may be missing; longer than GitHub writes it, it is not a GitHub value."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > longest:
+        raise RecordError(
+            f"{where or key}: expected a string of at most {longest} characters, got {value!r:.80}"
+        )
+    return value
+
+
 def _label(value: object) -> LabelRecord:
+    name = value.get("name") if isinstance(value, dict) else value
+    if isinstance(name, str) and (not name.strip() or len(name) > 200):
+        raise RecordError(f"labels: expected a name of 1 to 200 characters, got {name!r:.80}")
     if isinstance(value, str):
-        if not value.strip():
-            raise RecordError("labels: empty label name")
         return LabelRecord(name=value)
-    if isinstance(value, dict) and isinstance(value.get("name"), str):
+    if isinstance(value, dict) and isinstance(name, str):
+        github_id = value.get("id")
+        if github_id is not None and (isinstance(github_id, bool) or not isinstance(github_id, int)):
+            raise RecordError(f"labels: id: expected an integer, got {github_id!r:.80}")
         return LabelRecord(
-            name=value["name"],
-            node_id=value.get("node_id"),
-            github_id=value.get("id"),
-            color=value.get("color"),
-            description=value.get("description"),
+            name=name,
+            node_id=_optional_text(value, "node_id", 100, where="labels: node_id"),
+            github_id=github_id,
+            color=_optional_text(value, "color", 12, where="labels: color"),
+            description=_optional_text(value, "description", 10_000, where="labels: description"),
         )
     raise RecordError(f"labels: expected a name or a label object, got {value!r:.80}")
 
@@ -161,6 +177,10 @@ def parse_issue(raw: object, default_repo: str | None = None) -> IssueRecord:
     user = raw.get("user")
     if not isinstance(user, dict):
         user = {}
+    node_id = _optional_text(raw, "node_id", 100)
+    state = _optional_text(raw, "state", 20)
+    author_association = _optional_text(raw, "author_association", 40)
+    author_login = _optional_text(user, "login", 200, where="user.login")
     is_pr = raw.get("is_pull_request")
     if is_pr is None:
         is_pr = "pull_request" in raw and raw["pull_request"] is not None
@@ -173,14 +193,14 @@ def parse_issue(raw: object, default_repo: str | None = None) -> IssueRecord:
         title=title,
         body=body,
         labels=tuple(dict.fromkeys(_label(item) for item in labels_raw)),
-        state=raw.get("state"),
+        state=state,
         is_pull_request=bool(is_pr),
         created_at=parse_datetime(raw.get("created_at"), "created_at"),
         updated_at=parse_datetime(raw.get("updated_at"), "updated_at"),
         closed_at=parse_datetime(raw.get("closed_at"), "closed_at"),
-        node_id=raw.get("node_id"),
+        node_id=node_id,
         github_id=raw.get("id") if isinstance(raw.get("id"), int) and "node_id" in raw else None,
-        author_login=user.get("login"),
-        author_association=raw.get("author_association"),
+        author_login=author_login,
+        author_association=author_association,
         split=split,
     )

@@ -43,11 +43,15 @@ def test_malformed_lines_are_reported_by_number_and_skipped(
     lines = (shared_data / "rails_small" / "issues.jsonl").read_text().splitlines()[:20]
     lines[4] = lines[4][:60]  # cut mid-object
     lines[9] = json.dumps({"repo": "rails/rails", "number": "x", "title": "t", "labels": []})
+    # fields of another type or longer than GitHub's: the store refused them and the import stopped
+    lines[11] = json.dumps({**json.loads(lines[11]), "state": ["open"]})
+    lines[13] = json.dumps({**json.loads(lines[13]), "labels": [{"name": "bug", "color": "f" * 13}]})
     path = tmp_path / "broken.jsonl"
     path.write_text("\n".join(lines) + "\n")
     report = import_jsonl(store, path)
-    assert report.malformed_lines == [5, 10]
-    assert report.counts[Outcome.NEW] == 18
+    assert report.malformed_lines == [5, 10, 12, 14]
+    assert report.counts[Outcome.NEW] == 16
+    assert f"{path}:12: skipped malformed line: state: expected a string" in caplog.text
     assert f"{path}:5:" in caplog.text and f"{path}:10: skipped malformed line: number" in caplog.text
 
 
