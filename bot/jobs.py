@@ -66,7 +66,7 @@ class Delivery:
         in ``bot.payload_shapes``' check, which names the field, instead of at the accept)."""
         repo = self.payload.get("repository")
         name = repo.get("full_name") if isinstance(repo, dict) else None
-        return name if isinstance(name, str) and len(name) <= 200 and is_repository_name(name) else None
+        return name if isinstance(name, str) and is_repository_name(name) else None
 
     @property
     def issue_number(self) -> int | None:

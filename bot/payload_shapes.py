@@ -18,7 +18,7 @@ from training.records import is_repository_name
 
 
 def _repository_name(value: str) -> str:
-    if not is_repository_name(value) or len(value) > 200:
+    if not is_repository_name(value):
         raise ValueError("expected OWNER/NAME")
     return value
 

@@ -16,8 +16,13 @@ _REPO_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 
 
 def is_repository_name(value: str) -> bool:
-    """OWNER/NAME as GitHub spells repositories (the registry's folders are named by it)."""
-    return bool(_REPO_NAME.fullmatch(value)) and not any(part in {".", ".."} for part in value.split("/"))
+    """OWNER/NAME as GitHub spells repositories (the registry's folders are named by it), within
+    the store's 200 characters (GitHub's own limits are 39 and 100)."""
+    return (
+        len(value) <= 200
+        and bool(_REPO_NAME.fullmatch(value))
+        and not any(part in {".", ".."} for part in value.split("/"))
+    )
 
 
 def repository_argument(value: str) -> str:
