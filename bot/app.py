@@ -129,6 +129,8 @@ def create_app(services: BotServices) -> FastAPI:
             return _refuse(400, f"body is not a webhook payload: {exc}", delivery_id)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return _refuse(400, f"body is not JSON: {exc.__class__.__name__}", delivery_id)
+        except RecursionError:
+            return _refuse(400, "body is JSON nested too deeply to be a webhook payload", delivery_id)
         if not isinstance(payload, dict):
             return _refuse(400, "body is not a JSON object", delivery_id)
         hook_id = request.headers.get("x-github-hook-id", "")

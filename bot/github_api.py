@@ -17,6 +17,7 @@ from github.Requester import Requester
 from requests import RequestException
 
 from bot.outcome import PermanentJobError
+from bot.repo_config import UnreadableConfig
 from training.fetch import sync_labels_and_templates
 from training.github_client import GitHubAuthError, GitHubClients
 from training.store import Store
@@ -175,6 +176,11 @@ class GitHubGateway:
             raise
         if isinstance(content, list):
             return None  # a folder of that name
+        if content.encoding != "base64":
+            raise UnreadableConfig(
+                f"{path} is a {content.type} of {content.size} bytes that the API does not return as "
+                "text (a symbolic link out of the repository, a submodule, or a file over 1 MB)"
+            )
         return content.decoded_content.decode("utf-8", errors="replace")
 
     def failed_deliveries(self, hook: Webhook, since: datetime) -> list[DeliveryAttempt]:

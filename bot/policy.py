@@ -39,8 +39,12 @@ def choose_labels(
     human_labels = {name for name in issue_labels if name.lower() not in {t.lower() for t in template_labels}}
     if config.skip_if_labeled and human_labels:
         return Decision([], f"already labeled by a human ({', '.join(sorted(human_labels))})")
+    overrides = config.threshold_overrides()
     overridden = Thresholds(
-        values={name: config.thresholds.get(name, value) for name, value in thresholds.values.items()},
+        values={
+            name: _threshold(overrides, name, current_names.get(name), tuned)
+            for name, tuned in thresholds.values.items()
+        },
         reliable=thresholds.reliable,
         validation_f1=thresholds.validation_f1,
         validation_support=thresholds.validation_support,
@@ -62,3 +66,14 @@ def choose_labels(
     if not chosen:
         return Decision([], "no label scored above its threshold and passed the repository's rules")
     return Decision(chosen, "predicted")
+
+
+def _threshold(
+    overrides: dict[str, float], trained_name: str, current_name: str | None, tuned: float
+) -> float:
+    """The maintainer's threshold for a label by its name in the repository now, or the name the
+    model learned it by (a config written before a rename); else the tuned one."""
+    for name in (current_name, trained_name):
+        if name is not None and name.lower() in overrides:
+            return overrides[name.lower()]
+    return tuned

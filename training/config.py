@@ -263,12 +263,14 @@ def parse_model(
         data = json.loads(text) if as_json else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise error(f"{source} is not valid {'JSON' if as_json else 'YAML'}: {exc}") from None
+    except RecursionError:
+        raise error(f"{source} is nested too deeply to be {what}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise error(f"{source}: expected a mapping of {what}, got {type(data).__name__}")
     try:
-        return model(**data)
+        return model.model_validate(data)  # not model(**data): a key that is not a string is an error too
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()

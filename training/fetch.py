@@ -109,6 +109,13 @@ def _read_templates(gh_repo: GhRepository) -> dict[str, list[str]]:
     for entry in entries:
         if entry.type != "file":
             continue
+        if entry.encoding != "base64":  # the API sends no content over 1 MB: no issue form is that long
+            log.warning(
+                "issue template %s (%d bytes) is too large to read; its labels are ignored",
+                entry.path,
+                entry.size,
+            )
+            continue
         text = entry.decoded_content.decode("utf-8", errors="replace")
         found[entry.path] = template_labels(entry.path, text)
     return found

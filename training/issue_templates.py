@@ -48,6 +48,9 @@ def template_labels(path: str, text: str) -> list[str]:
     except yaml.YAMLError as exc:
         log.warning("issue template %s is not valid YAML, its labels are ignored: %s", path, exc)
         return []
+    except RecursionError:
+        log.warning("issue template %s is nested too deeply to read, its labels are ignored", path)
+        return []
     if not isinstance(document, Mapping):
         return []
     return _names(document.get("labels"))

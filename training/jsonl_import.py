@@ -35,14 +35,17 @@ class ImportReport:
 
 def read_jsonl(path: Path, report: ImportReport, default_repo: str | None = None) -> Iterator[IssueRecord]:
     """Parsed records; a malformed line is logged with its number, counted and skipped."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    with path.open("rb") as handle:  # bytes: a line that is not UTF-8 is one malformed line, not the file
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             try:
-                yield parse_issue(json.loads(line), default_repo)
-            except (json.JSONDecodeError, RecordError) as exc:
+                yield parse_issue(json.loads(raw.decode("utf-8-sig")), default_repo)
+            except (UnicodeDecodeError, json.JSONDecodeError, RecordError) as exc:
                 log.warning("%s:%d: skipped malformed line: %s", path, number, exc)
+                report.malformed_lines.append(number)
+            except RecursionError:
+                log.warning("%s:%d: skipped malformed line: nested too deeply", path, number)
                 report.malformed_lines.append(number)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from tests.bot.conftest import INSTALLATION, REPO, BotUnderTest
@@ -101,6 +102,26 @@ def test_invalid_config_file_uses_defaults_and_is_reported(bot: BotUnderTest) ->
     status = bot.deliver.client.get("/status", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
     error = status["repositories"][REPO]["config_error"]
     assert "max_labels" in error and "surprise" in error
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("1: true\n", "1: Keys should be strings"),  # a TypeError: retried, then failed, nothing labeled
+        ("# " + "x" * (1024 * 1024) + "\n", "does not return as text"),  # over 1 MB: no content sent
+    ],
+    ids=["key-not-a-string", "over-1-MB"],
+)
+def test_a_config_file_the_bot_cannot_use_still_labels_with_the_defaults(
+    bot: BotUnderTest, text: str, named: str
+) -> None:
+    _configure(bot, text, "cfg-unusable")
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="unusable-cfg")
+    wait_for(lambda: bot.job_status("unusable-cfg") == "done", what="the job")
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    status = bot.deliver.client.get("/status", headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+    assert named in status["repositories"][REPO]["config_error"]
 
 
 def test_push_to_the_config_file_reloads_it(bot: BotUnderTest) -> None:

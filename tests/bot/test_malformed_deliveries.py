@@ -122,3 +122,10 @@ def test_headers_longer_than_githubs_are_refused(bot: BotUnderTest) -> None:
     assert bot.deliver.send("ping", ping, delivery_id="d" * 101).status_code == 400  # was 503 on PostgreSQL
     assert bot.deliver.send("p" * 61, ping, delivery_id="long-event").status_code == 400
     assert bot.deliver.send("ping", ping, delivery_id="d" * 100).status_code == 202
+
+
+def test_a_body_nested_past_the_parsers_depth_is_refused(bot: BotUnderTest) -> None:
+    deep = b'{"zen": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    answer = bot.deliver.post("ping", deep, delivery_id="deep")  # was a 500 from a RecursionError
+    assert answer.status_code == 400 and "nested too deeply" in answer.text
+    assert bot.deliver.send("ping", example("ping", "with-app_id"), delivery_id="after").status_code == 202

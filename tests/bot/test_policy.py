@@ -56,6 +56,17 @@ def test_renamed_deleted_removed_and_config_rules() -> None:
     assert _decide([0.9, 0.0, 0.0, 0.0], RepoConfig(enabled=False)).labels == []
 
 
+def test_threshold_overrides_name_labels_as_the_repository_does_in_any_case() -> None:
+    strict = RepoConfig(thresholds={"BUG": 0.7})
+    assert _decide([0.65, 0.0, 0.0, 0.0], strict).labels == []  # was ignored: "BUG" is not "bug"
+    renamed = {"bug": "Type: Bug", "feature": "feature", "docs": "docs", "question": "question"}
+    by_new_name = RepoConfig(thresholds={"type: bug": 0.95})
+    assert _decide([0.9, 0.0, 0.0, 0.0], by_new_name, current_names=renamed).labels == []
+    by_old_name = RepoConfig(thresholds={"bug": 0.2})
+    assert _decide([0.3, 0.0, 0.0, 0.0], by_old_name, current_names=renamed).labels == [("Type: Bug", 0.3)]
+    assert _decide([0.3, 0.0, 0.0, 0.0], current_names=renamed).labels == []  # the tuned 0.5 otherwise
+
+
 def test_human_labels_stop_the_bot_but_form_labels_do_not() -> None:
     human = _decide([0.9, 0.0, 0.0, 0.0], issue_labels={"feature"})
     assert human.labels == [] and "already labeled" in human.reason
@@ -72,6 +83,12 @@ def test_config_file_errors_name_the_field() -> None:
         ("colour: red", "colour"),
         ("a: [unclosed", "not valid YAML"),
         ("- just\n- a list", "expected a mapping"),
+        ("1: true", "1: Keys should be strings"),  # was a TypeError: the job retried, not the defaults
+        ("labels: " + "[" * 5000 + "]" * 5000, "nested too deeply"),  # was a RecursionError
+        ("thresholds: {bug: .nan}", "thresholds.bug: Input should be a finite number"),
+        ("thresholds: {bug: 7}", "thresholds.bug: Input should be less than or equal to 1"),
+        ("thresholds: {bug: -0.1}", "thresholds.bug: Input should be greater than or equal to 0"),
+        ("thresholds: {Bug: 0.3, bug: 0.9}", "thresholds: Value error, a label named twice"),
     ]:
         try:
             parse_repo_config(text, ".github/issue-labeler.yml")

@@ -29,6 +29,7 @@ import requests
 
 Json = dict[str, Any]
 ORG_ID = 9000  # the organization of an organization webhook
+CONTENT_LIMIT = 1024 * 1024  # the contents API returns a file's text up to 1 MB
 
 
 @dataclass
@@ -519,7 +520,10 @@ class FakeGitHub:
             "html_url": f"https://github.com/{repo.full_name}/blob/main/{path}",
             "download_url": None,
         }
-        if with_content:
+        if with_content and entry["size"] > CONTENT_LIMIT:  # GitHub sends larger files' metadata only
+            entry["encoding"] = "none"
+            entry["content"] = ""
+        elif with_content:
             entry["encoding"] = "base64"
             entry["content"] = base64.encodebytes(text.encode()).decode()
         return entry

@@ -88,6 +88,19 @@ def test_first_fetch_takes_everything_page_by_page(
         assert cursor.last_completed_at is not None and cursor.last_error is None
 
 
+def test_issue_templates_that_cannot_be_read_are_skipped_not_the_fetch(
+    store: Store, settings: Settings, rails: FakeRepo
+) -> None:
+    # over the contents API's 1 MB (an AssertionError in PyGithub) and nested past the YAML
+    # parser's depth (a RecursionError): each stopped every fetch of the repository
+    rails.contents[".github/ISSUE_TEMPLATE/huge.md"] = "---\nlabels: huge\n---\n" + "x" * (1024 * 1024)
+    rails.contents[".github/ISSUE_TEMPLATE/deep.yml"] = "labels: " + "[" * 5000 + "]" * 5000 + "\n"
+    report = _fetch(store, settings)
+    assert report.counts[Outcome.NEW] == 200
+    with store.session() as session:
+        assert set(session.scalars(select(TemplateLabel.name))) == {"needs triage"}
+
+
 def test_later_fetches_ask_only_for_changes(
     store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
 ) -> None:

@@ -46,11 +46,18 @@ def test_malformed_lines_are_reported_by_number_and_skipped(
     # fields of another type or longer than GitHub's: the store refused them and the import stopped
     lines[11] = json.dumps({**json.loads(lines[11]), "state": ["open"]})
     lines[13] = json.dumps({**json.loads(lines[13]), "labels": [{"name": "bug", "color": "f" * 13}]})
+    # a line that is not UTF-8 and one nested past the parser's depth stopped the whole import
+    encoded = [line.encode() for line in lines]
+    encoded[15] = encoded[15].replace(b'"title": "', b'"title": "\xff', 1)
+    encoded[17] = b"[" * 100_000 + b"]" * 100_000
+    encoded[0] = b"\xef\xbb\xbf" + encoded[0]  # a byte-order mark before the first line is no problem
     path = tmp_path / "broken.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_bytes(b"\n".join(encoded) + b"\n")
     report = import_jsonl(store, path)
-    assert report.malformed_lines == [5, 10, 12, 14]
-    assert report.counts[Outcome.NEW] == 16
+    assert report.malformed_lines == [5, 10, 12, 14, 16, 18]
+    assert report.counts[Outcome.NEW] == 14
+    assert f"{path}:18: skipped malformed line: nested too deeply" in caplog.text
+    assert f"{path}:16: skipped malformed line: 'utf-8' codec can't decode" in caplog.text
     assert f"{path}:12: skipped malformed line: state: expected a string" in caplog.text
     assert f"{path}:5:" in caplog.text and f"{path}:10: skipped malformed line: number" in caplog.text
 

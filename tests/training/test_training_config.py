@@ -23,6 +23,8 @@ def test_yaml_and_json_files(tmp_path: Path) -> None:
         ("max_length: 4\n", "max_length: Input should be greater than or equal to 16"),
         ("- a list\n", "expected a mapping"),
         ("max_length: [unclosed\n", "is not valid YAML"),
+        ("64: max_length\n", "64: Keys should be strings"),  # was a TypeError traceback
+        ("epochs: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),  # was a RecursionError
     ],
 )
 def test_bad_config_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
