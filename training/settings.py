@@ -6,11 +6,14 @@ explicitly; nothing reads the environment from deep inside the code.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 from sqlalchemy.engine import make_url
 
 from training.store.db import sqlite_synchronous
@@ -50,8 +53,6 @@ def _split_list(value: object) -> object:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            import json
-
             return json.loads(text)
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
@@ -386,9 +387,24 @@ def _describe(error: ValidationError) -> str:
     return "invalid settings:\n" + "\n".join(lines)
 
 
+def _describe_unparsed(error: PydanticSettingsError) -> str:
+    """pydantic-settings' own error for a list or mapping setting that is not JSON names neither
+    the variable nor the problem: say both."""
+    found = re.search(r'field "(\w+)" from source "(\w+)"', str(error))
+    if found is None:
+        return f"invalid settings:\n  {error}"
+    env = f"ISSUE_LABELER_{found.group(1).upper()}"
+    where = " (in .env)" if found.group(2).startswith("DotEnv") else ""
+    cause = error.__cause__
+    why = f": {cause}" if isinstance(cause, json.JSONDecodeError) else ""
+    return f"invalid settings:\n  {env}{where}: expected JSON (a list or an object){why}"
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build and validate settings, turning validation errors into one readable message."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
+    except PydanticSettingsError as error:
+        raise SettingsError(_describe_unparsed(error)) from None

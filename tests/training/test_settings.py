@@ -82,3 +82,33 @@ def test_invalid_settings_say_the_fix(overrides: dict, expected: str) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=None, **overrides)
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("ISSUE_LABELER_TEMPLATE_LABELS", "{bad", "ISSUE_LABELER_TEMPLATE_LABELS: expected JSON"),
+        (
+            "ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS",
+            "old-secret",
+            "ISSUE_LABELER_WEBHOOK_PREVIOUS_SECRETS: expected JSON",
+        ),
+    ],
+)
+def test_a_list_or_mapping_setting_that_is_not_json_is_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)  # was pydantic-settings' traceback, naming neither the variable nor JSON
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None)
+    assert expected in str(caught.value) and str(caught.value).startswith("invalid settings:")
+
+
+def test_a_dotenv_line_that_is_not_json_names_the_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text('ISSUE_LABELER_TEMPLATE_LABELS={"a/b": [x]}\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=env_file)
+    assert "ISSUE_LABELER_TEMPLATE_LABELS (in .env): expected JSON" in str(caught.value)
