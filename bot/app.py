@@ -11,12 +11,14 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
@@ -24,12 +26,15 @@ from starlette.concurrency import run_in_threadpool
 from bot import feedback, signature
 from bot.jobs import JOB_STATUSES, MAX_DELIVERY_ID, MAX_EVENT, Delivery
 from bot.services import BotServices
+from training.records import is_repository_name
 
 log = logging.getLogger(__name__)
 
 
 FORM = "application/x-www-form-urlencoded"
 GITHUB_TITLE_MAX, GITHUB_BODY_MAX = 256, 65536  # characters GitHub allows an issue's title and body
+# bytes a /predict request may send: the longest issue with every character JSON-escaped fits
+PREDICT_MAX_BYTES, ADMIN_MAX_BYTES = 1024 * 1024, 16 * 1024
 
 
 class MalformedDelivery(ValueError):
@@ -52,17 +57,32 @@ def delivery_document(body: bytes, content_type: str | None) -> bytes:
     return fields["payload"][0].encode("utf-8")
 
 
+def _repository_name(value: str) -> str:
+    if not is_repository_name(value):
+        raise ValueError("expected OWNER/NAME, as GitHub spells repositories")
+    return value
+
+
+RepositoryName = Annotated[str, AfterValidator(_repository_name)]
+
+
 class RefreshRequestBody(BaseModel):
-    repository: str | None = Field(
+    repository: RepositoryName | None = Field(
         default=None, description="owner/name; all installed repositories if absent"
     )
-    reason: str = "requested through /admin/refresh"
+    # handed to the refresh's command line: bounded, one printable line
+    reason: str = Field(
+        default="requested through /admin/refresh",
+        min_length=1,
+        max_length=500,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+    )
 
 
 class PredictRequest(BaseModel):
     """An issue as GitHub would hold one: its limits bound what a call may make the bot tokenize."""
 
-    repository: str = Field(max_length=200, description="owner/name whose bundle in service scores the issue")
+    repository: RepositoryName = Field(description="owner/name whose bundle in service scores the issue")
     title: str = Field(max_length=GITHUB_TITLE_MAX)
     body: str = Field(default="", max_length=GITHUB_BODY_MAX)
 
@@ -79,6 +99,16 @@ def create_app(services: BotServices) -> FastAPI:
             services.stop()
 
     app = FastAPI(title="issue-labeler", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def refuse_invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own answer echoes each refused input: up to 64 KB of issue body sent back,
+        and text it cannot encode (an unpaired surrogate) turned the 422 into a 500."""
+        problems = [
+            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()
+        ]
+        log.info("%s %s refused (422): %s", request.method, request.url.path, problems)
+        return JSONResponse({"detail": problems}, status_code=422)
 
     def require_token(authorization: str | None) -> None:
         if settings.api_token is None:
@@ -189,7 +219,7 @@ def create_app(services: BotServices) -> FastAPI:
         log.warning("delivery %s refused (%d): %s", delivery_id or "-", status, reason)
         return JSONResponse({"error": reason}, status_code=status)
 
-    @app.post("/predict")
+    @app.post("/predict", max_body_size=PREDICT_MAX_BYTES)
     def predict(
         request: PredictRequest, authorization: str | None = Header(default=None)
     ) -> dict[str, object]:
@@ -213,7 +243,7 @@ def create_app(services: BotServices) -> FastAPI:
             ],
         }
 
-    @app.post("/admin/refresh", status_code=202)
+    @app.post("/admin/refresh", status_code=202, max_body_size=ADMIN_MAX_BYTES)
     def admin_refresh(
         request: RefreshRequestBody | None = None, authorization: str | None = Header(default=None)
     ) -> dict[str, object]:

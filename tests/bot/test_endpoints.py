@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
+
 from tests.bot.conftest import REPO, BotUnderTest
 from tests.bot.helpers import API_TOKEN, wait_for
 
@@ -30,6 +34,37 @@ def test_predict_needs_the_api_token_and_scores_an_issue(bot: BotUnderTest) -> N
         "/predict", json=longer, headers={"Authorization": f"Bearer {API_TOKEN}"}
     )
     assert refused.status_code == 422 and "65536" in refused.text
+
+
+def test_requests_the_api_cannot_serve_are_refused_with_the_field_named(bot: BotUnderTest) -> None:
+    auth = {"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"}
+
+    def post(path: str, body: dict) -> httpx.Response:
+        # json.dumps escapes an unpaired surrogate as \ud800, as any JSON client may send it
+        return bot.deliver.client.post(path, content=json.dumps(body).encode(), headers=auth)
+
+    issue = {"repository": REPO, "title": "KMeans crashes on sparse input"}
+    for refused, named in [
+        (issue | {"repository": "../../etc"}, "expected OWNER/NAME"),  # was a 500 from the registry
+        (issue | {"title": "crash \ud800"}, "unicode string"),  # refused, then a 500 echoing it
+        (issue | {"body": "\udfff"}, "unicode string"),
+    ]:
+        answer = post("/predict", refused)
+        assert answer.status_code == 422 and named in answer.text, answer.text
+    assert post("/predict", issue | {"body": "NUL \u0000 and 😀 are characters"}).status_code == 200
+    longest = issue | {"title": "\U0001f600" * 256, "body": "\U0001f600" * 65_536}  # as long as allowed
+    assert post("/predict", longest).status_code == 200  # each character escaped as 12 bytes: 790 KB
+    padded = post("/predict", issue | {"padding": "x" * (1024 * 1024)})  # was read whole, however long
+    assert padded.status_code == 413, padded.text
+    for refused, named in [
+        ({"repository": "not a name"}, "expected OWNER/NAME"),
+        # the reason goes onto the refresh's command line: a NUL byte made the launch fail in its
+        # thread after the API had answered 202 "started"
+        ({"repository": REPO, "reason": "nightly\u0000"}, "reason"),
+        ({"repository": REPO, "reason": "x" * 501}, "at most 500 characters"),
+    ]:
+        answer = post("/admin/refresh", refused)
+        assert answer.status_code == 422 and named in answer.text, answer.text
 
 
 def test_health_readiness_and_metrics(bot: BotUnderTest) -> None:
