@@ -25,7 +25,7 @@ from skmultilearn.model_selection import IterativeStratification
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from training.records import repository_argument
+from training.records import repository_argument, storable_text
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
 from training.store.models import (
@@ -46,7 +46,7 @@ SPLITS = ("train", "validation", "test")
 
 def issue_text(title: str, body: str | None) -> str:
     """What the model reads of an issue, the same at training and serving time."""
-    return f"{title}\n\n{body or ''}"
+    return storable_text(f"{title}\n\n{body or ''}")
 
 
 class DatasetError(Exception):

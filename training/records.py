@@ -13,6 +13,7 @@ from typing import Any
 _REPO_FROM_URL = re.compile(r"/repos/([^/]+/[^/]+?)(?:/|$)|github\.com/([^/]+/[^/]+?)/(?:issues|pull)/")
 # GitHub's owner and repository names: letters, digits, '-', '_' and '.'
 _REPO_NAME = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def is_repository_name(value: str) -> bool:
@@ -115,6 +116,20 @@ def parse_datetime(value: object, field_name: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def storable_text(value: str) -> str:
+    """Text every store and the tokenizer can hold: JSON can spell half a surrogate pair
+    (\\ud800), which UTF-8 cannot encode, and a NUL character, which PostgreSQL's text cannot
+    hold. GitHub sends neither; an export or an API caller may. The first becomes U+FFFD, the
+    second is dropped, and the rest of the issue is kept."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", value)
+    return value
+
+
 def _optional_text(raw: dict[str, Any], key: str, longest: int, *, where: str | None = None) -> str | None:
     """A text field that may be missing; longer than GitHub writes it, it is not a GitHub value."""
     value = raw.get(key)
@@ -173,6 +188,7 @@ def parse_issue(raw: object, default_repo: str | None = None) -> IssueRecord:
     body = raw.get("body") or ""
     if not isinstance(body, str):
         raise RecordError("body: not a string")
+    title, body = storable_text(title), storable_text(body)
     labels_raw = raw.get("labels") or []
     if not isinstance(labels_raw, list):
         raise RecordError("labels: expected a list")

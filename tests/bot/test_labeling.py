@@ -124,6 +124,18 @@ def test_a_config_file_the_bot_cannot_use_still_labels_with_the_defaults(
     assert named in status["repositories"][REPO]["config_error"]
 
 
+def test_an_issue_with_text_no_store_can_hold_is_labeled_and_kept(bot: BotUnderTest) -> None:
+    # half a surrogate pair (UTF-8 cannot encode it) and a NUL (PostgreSQL's text cannot hold
+    # one): the tokenizer and the store failed, and the job was retried as if GitHub were down
+    issue = bot.open_issue()
+    odd = issue | {"title": f"{issue['title']} \ud800", "body": f"{issue['body']}\u0000"}
+    bot.send_issue("opened", odd, delivery_id="odd-text")
+    wait_for(lambda: bot.job_status("odd-text") in {"done", "failed"}, what="the job")
+    assert bot.job_status("odd-text") == "done"
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    assert bot.stored_title(issue["number"]) == f"{issue['title']} \ufffd"
+
+
 def test_push_to_the_config_file_reloads_it(bot: BotUnderTest) -> None:
     first = bot.open_issue()
     bot.send_issue("opened", first, delivery_id="p-1")

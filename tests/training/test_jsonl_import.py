@@ -62,6 +62,25 @@ def test_malformed_lines_are_reported_by_number_and_skipped(
     assert f"{path}:5:" in caplog.text and f"{path}:10: skipped malformed line: number" in caplog.text
 
 
+def test_text_a_store_cannot_hold_is_cleaned_and_the_issue_kept(
+    store: Store, shared_data: Path, tmp_path: Path
+) -> None:
+    rows = [
+        json.loads(line)
+        for line in (shared_data / "rails_small" / "issues.jsonl").read_text().splitlines()[:2]
+    ]
+    rows[0]["title"] = "crash \ud800 in the middle"  # half a surrogate pair: UTF-8 cannot encode it
+    rows[1]["body"] = "a NUL \u0000 inside"  # PostgreSQL's text cannot hold one
+    path = tmp_path / "odd.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))  # json.dumps escapes both
+    report = import_jsonl(store, path)
+    assert report.malformed_lines == [] and report.counts[Outcome.NEW] == 2  # stopped the import before
+    with store.session() as session:
+        stored = {issue.number: issue for issue in session.scalars(select(Issue))}
+        assert stored[rows[0]["number"]].title == "crash \ufffd in the middle"
+        assert stored[rows[1]["number"]].body == "a NUL  inside"
+
+
 def test_template_labels_come_from_config_for_imports(store: Store, shared_data: Path) -> None:
     import_jsonl(
         store,
