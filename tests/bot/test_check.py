@@ -56,6 +56,18 @@ def test_a_ready_installation_passes_and_each_problem_names_its_fix(
     assert SECRET not in text and app_keys[0] not in text
 
 
+def test_a_database_url_naming_a_file_of_another_kind_is_a_named_problem(tmp_path: Path) -> None:
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("a file that is not SQLite's\n" * 100)
+    settings = make_settings(
+        database_url=f"sqlite:///{not_a_database}", webhook_secret=SECRET, api_token=API_TOKEN
+    )
+    text, code = report(run_checks(settings))  # was sqlalchemy's DatabaseError traceback
+    assert code == 1
+    assert f"FAIL  cannot use the store at sqlite:///{not_a_database}: file is not a database" in text
+    assert not_a_database.read_text().startswith("a file that is not SQLite's")  # left as it was
+
+
 def test_with_a_token_each_known_webhook_is_checked_for_listing_its_deliveries(
     fake_github: FakeGitHub, tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import CursorResult, Engine, Update, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,14 @@ def migrate(engine: Engine) -> None:
         raise StoreUnavailable(
             f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: "
             f"{exc.orig}. Check ISSUE_LABELER_DATABASE_URL and that the database server is running."
+        ) from None
+    except (
+        DatabaseError
+    ) as exc:  # reached, but not a database this bot can use: a file of another kind, no rights
+        raise StoreUnavailable(
+            f"cannot use the store at {engine.url.render_as_string(hide_password=True)}: {exc.orig}. "
+            "Check that ISSUE_LABELER_DATABASE_URL names this bot's database (a new, empty one is set up) "
+            "and that its user may create tables there."
         ) from None
 
 
