@@ -99,6 +99,14 @@ def check_store(settings: Settings) -> Finding:
 
 def check_registry(settings: Settings) -> list[Finding]:
     root = settings.registry_dir
+    if root.exists() and not root.is_dir():
+        return [
+            Finding(
+                False,
+                f"model registry {root} is a file, not a folder: no bundle can be stored or served",
+                "point ISSUE_LABELER_REGISTRY_DIR at a folder",
+            )
+        ]
     if not root.is_dir():
         return [
             Finding(

@@ -718,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         FetchError,
         GitHubAuthError,
         BundleError,
-        FileNotFoundError,
+        OSError,  # the registry a file, no rights or no space: the OS names the path
     ) as exc:
         log.error("refresh of %s failed, the bundle in service is unchanged: %s", args.repo, exc)
         return 1

@@ -56,7 +56,7 @@ def test_a_ready_installation_passes_and_each_problem_names_its_fix(
     assert SECRET not in text and app_keys[0] not in text
 
 
-def test_a_database_url_naming_a_file_of_another_kind_is_a_named_problem(tmp_path: Path) -> None:
+def test_a_file_of_another_kind_where_the_store_or_the_registry_should_be_is_named(tmp_path: Path) -> None:
     not_a_database = tmp_path / "notes.txt"
     not_a_database.write_text("a file that is not SQLite's\n" * 100)
     settings = make_settings(
@@ -66,6 +66,11 @@ def test_a_database_url_naming_a_file_of_another_kind_is_a_named_problem(tmp_pat
     assert code == 1
     assert f"FAIL  cannot use the store at sqlite:///{not_a_database}: file is not a database" in text
     assert not_a_database.read_text().startswith("a file that is not SQLite's")  # left as it was
+    good_store = {"database_url": f"sqlite:///{tmp_path / 'bot.db'}", "webhook_secret": SECRET}
+    text, code = report(run_checks(make_settings(**good_store, registry_dir=not_a_database)))
+    assert (
+        code == 1 and f"FAIL  model registry {not_a_database} is a file, not a folder" in text
+    )  # was "does not exist"
 
 
 def test_with_a_token_each_known_webhook_is_checked_for_listing_its_deliveries(

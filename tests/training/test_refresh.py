@@ -37,6 +37,7 @@ from training.refresh import (
     run_refresh,
     summary_table,
 )
+from training.refresh import main as refresh_main
 from training.refresh_runs import LockLease, LockLost, RefreshRuns
 from training.registry import ENCODER_BASE, Registry
 from training.settings import Settings
@@ -324,6 +325,31 @@ def test_refresh_cli_fails_cleanly_and_leaves_the_registry_untouched(
     assert result.returncode == 1
     assert "the bundle in service is unchanged" in result.stderr
     assert not any((tmp_path / "models").rglob("bundle.json"))
+
+
+def test_a_registry_that_is_a_file_fails_the_refresh_with_one_line_and_records_it(
+    tmp_path: Path, slice_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_folder = tmp_path / "models"
+    not_a_folder.write_text("a file where the registry should be\n")
+    for name, value in {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+        "MIN_LABEL_EXAMPLES": "5",
+        "EXCLUDE_TEMPLATE_LABELS": "false",
+    }.items():
+        monkeypatch.setenv(f"ISSUE_LABELER_{name}", value)
+    args = ["--repo", REPO, "--from-jsonl", str(slice_path), "--registry", str(not_a_folder)]
+    assert refresh_main(args) == 1  # was a NotADirectoryError traceback
+    assert (
+        f"refresh of {REPO} failed, the bundle in service is unchanged: [Errno 20] Not a directory"
+        in caplog.text
+    )
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        (run,) = RefreshRuns(store, lock_hours=1).history(REPO)
+        assert run["status"] == "failed" and "Not a directory" in str(run["outcome"])
+    finally:
+        store.close()
 
 
 def test_a_base_model_that_cannot_load_fails_the_refresh_before_its_data_stage(
