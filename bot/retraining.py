@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot import feedback
 from bot.labeling import current_names
 from bot.served_models import ServedModels
+from training.cron import cron_trigger
 from training.dataset import DatasetConfig, DatasetError, build_dataset
 from training.refresh_runs import RefreshRuns
 from training.settings import Settings
@@ -156,21 +156,6 @@ def _stop(child: subprocess.Popen[bytes], grace: float) -> None:
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
-
-
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-def cron_trigger(expression: str) -> CronTrigger:
-    """A trigger for a standard crontab line, in UTC.
-
-    APScheduler numbers weekdays from Monday (0) where crontab numbers them from Sunday (0 or 7);
-    numbers in the weekday field are turned into names, which both read the same way.
-    """
-    fields = expression.split()
-    if len(fields) == 5:
-        fields[4] = re.sub(r"(?<![/\d])\d+", lambda m: _DAYS[int(m.group()) % 7], fields[4])
-    return CronTrigger.from_crontab(" ".join(fields), timezone=UTC)
 
 
 def previous_fire_time(trigger: CronTrigger, moment: datetime) -> datetime | None:

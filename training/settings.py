@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 from sqlalchemy.engine import make_url
 
+from training.cron import cron_trigger
 from training.store.db import sqlite_synchronous
 
 DEFAULT_EXCLUDED_LABELS: tuple[str, ...] = (
@@ -337,6 +338,19 @@ class Settings(BaseSettings):
         if 0 < value < 3:
             raise ValueError("0 (keep every job) or at least 3 days: GitHub redelivers for 3 days")
         return value
+
+    @field_validator("refresh_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        if value.strip():
+            try:
+                cron_trigger(value)
+            except ValueError as exc:  # the bot would stop at start with it
+                raise ValueError(
+                    f"{value!r} is not a crontab line ({exc}); e.g. '0 3 * * 0' (Sundays 03:00 UTC), "
+                    "or empty for no scheduled retraining"
+                ) from None
+        return value.strip()
 
     @field_validator("log_level")
     @classmethod

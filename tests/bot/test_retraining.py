@@ -15,7 +15,6 @@ from bot.retraining import (
     SCHEDULED_JOB,
     RefreshRequest,
     Retrainer,
-    cron_trigger,
     previous_fire_time,
     settings_env,
 )
@@ -23,6 +22,7 @@ from bot.served_models import ServedModels
 from tests.bot.conftest import REPO, BotUnderTest
 from tests.bot.helpers import registry_copy, wait_for
 from tests.conftest import make_settings
+from training.cron import cron_trigger
 from training.dataset import DatasetConfig, build_dataset
 from training.refresh_runs import PROMOTED, RefreshRuns
 from training.registry import Registry

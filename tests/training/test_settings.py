@@ -76,6 +76,11 @@ def test_dotenv_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         ({"validation_split": "random"}, "ISSUE_LABELER_VALIDATION_SPLIT"),
         ({"min_label_examples": 0}, "ISSUE_LABELER_MIN_LABEL_EXAMPLES"),
         ({"job_retention_days": 1}, "GitHub redelivers for 3 days"),
+        # the bot stopped at start with APScheduler's traceback, and bot check said nothing
+        ({"refresh_schedule": "weekly"}, "ISSUE_LABELER_REFRESH_SCHEDULE: 'weekly' is not a crontab line"),
+        ({"refresh_schedule": "61 * * * *"}, "higher than the maximum value (59)"),
+        ({"refresh_schedule": "0 3 * * 8"}, "weekday 8 is not 0-7"),  # was read as Monday
+        ({"refresh_schedule": "0 3 31 2 *"}, "no date matches it, so it would never run"),
     ],
 )
 def test_invalid_settings_say_the_fix(overrides: dict, expected: str) -> None:
@@ -112,3 +117,8 @@ def test_a_dotenv_line_that_is_not_json_names_the_file(
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=env_file)
     assert "ISSUE_LABELER_TEMPLATE_LABELS (in .env): expected JSON" in str(caught.value)
+
+
+def test_a_crontab_schedule_is_kept_and_empty_turns_it_off() -> None:
+    assert load_settings(_env_file=None, refresh_schedule=" 0 3 * * 7 ").refresh_schedule == "0 3 * * 7"
+    assert load_settings(_env_file=None, refresh_schedule="").refresh_schedule == ""
