@@ -14,6 +14,7 @@ from requests import RequestException
 from bot.github_api import GITHUB_ERRORS, GitHubGateway
 from bot.redelivery import token_webhooks
 from training.bundle import BundleError
+from training.config import ConfigError, TrainingConfig
 from training.github_client import GitHubClients
 from training.registry import CURRENT, Registry
 from training.settings import Settings
@@ -145,6 +146,18 @@ def check_registry(settings: Settings) -> list[Finding]:
     return findings
 
 
+def check_refresh_config(settings: Settings) -> list[Finding]:
+    """The training config every refresh the bot starts reads: a broken one fails them all, the
+    first of them at the next scheduled time."""
+    if settings.refresh_config is None:
+        return []
+    try:
+        TrainingConfig.from_file(settings.refresh_config)
+    except ConfigError as exc:
+        return [Finding(False, f"refresh config: {exc}", "correct the file or ISSUE_LABELER_REFRESH_CONFIG")]
+    return [Finding(True, f"refresh config {settings.refresh_config} is valid")]
+
+
 def check_installations(settings: Settings) -> list[Finding]:
     """Where the App is installed, asked of GitHub; unreachable GitHub is a warning, not a failure."""
     if settings.github_app_id is None:
@@ -212,6 +225,7 @@ CHECKS: list[Callable[[Settings], Finding | list[Finding]]] = [
     check_secrets,
     check_store,
     check_registry,
+    check_refresh_config,
     check_installations,
     check_webhook_access,
 ]

@@ -73,6 +73,20 @@ def test_a_file_of_another_kind_where_the_store_or_the_registry_should_be_is_nam
     )  # was "does not exist"
 
 
+def test_the_refresh_config_the_bot_trains_with_is_checked(tmp_path: Path) -> None:
+    base = {"database_url": f"sqlite:///{tmp_path / 'bot.db'}", "webhook_secret": SECRET}
+    good, bad = tmp_path / "train.yml", tmp_path / "typo.yml"
+    good.write_text("epochs: 2\n")
+    bad.write_text("epoch: 2\n")
+    text, _ = report(run_checks(make_settings(**base, refresh_config=good)))
+    assert f"ok    refresh config {good} is valid" in text
+    # was not looked at: every refresh the bot started failed, the first at the next schedule
+    text, code = report(run_checks(make_settings(**base, refresh_config=bad)))
+    assert code == 1 and f"FAIL  refresh config: {bad}: epoch: Extra inputs are not permitted" in text
+    text, code = report(run_checks(make_settings(**base, refresh_config=tmp_path / "missing.yml")))
+    assert code == 1 and "cannot read training config" in text
+
+
 def test_with_a_token_each_known_webhook_is_checked_for_listing_its_deliveries(
     fake_github: FakeGitHub, tmp_path: Path
 ) -> None:
