@@ -11,22 +11,21 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from bot import feedback, signature
 from bot.jobs import JOB_STATUSES, MAX_DELIVERY_ID, MAX_EVENT, Delivery
+from bot.payload_shapes import RepositoryName
 from bot.services import BotServices
-from training.records import is_repository_name
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +54,6 @@ def delivery_document(body: bytes, content_type: str | None) -> bytes:
     if len(fields.get("payload", ())) != 1:
         raise MalformedDelivery("a form-encoded body without one 'payload' field")
     return fields["payload"][0].encode("utf-8")
-
-
-def _repository_name(value: str) -> str:
-    if not is_repository_name(value):
-        raise ValueError("expected OWNER/NAME, as GitHub spells repositories")
-    return value
-
-
-RepositoryName = Annotated[str, AfterValidator(_repository_name)]
 
 
 class RefreshRequestBody(BaseModel):
