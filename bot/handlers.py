@@ -84,8 +84,8 @@ class EventHandlers:
                 self._follow_rename(delivery)
         try:
             return handler(delivery)
-        except (RecordError, KeyError, TypeError) as exc:
-            raise PermanentJobError(f"malformed {delivery.event} payload: {exc!r}") from None
+        except RecordError as exc:  # anything else is a defect of ours, not the payload's
+            raise PermanentJobError(f"malformed {delivery.event} payload: {exc}") from None
 
     # -- installation --------------------------------------------------------------------------
     def _installed(self, repo: str) -> bool:

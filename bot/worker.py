@@ -112,7 +112,8 @@ class Workers:
             return
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            gave_up = self.queue.fail(job, error, outage=is_outage(exc))
+            outage = is_outage(exc)
+            gave_up = self.queue.fail(job, error, outage=outage)
             status = "failed" if gave_up else "retry"
             log.warning(
                 "delivery %s (%s) attempt %d %s: %s",
@@ -121,6 +122,7 @@ class Workers:
                 job.attempts,
                 "failed for good" if gave_up else "failed, will retry",
                 error,
+                exc_info=not outage,  # a defect of ours: where it happened is what matters
             )
             self.metrics.jobs.labels(delivery.event, status).inc()
             return

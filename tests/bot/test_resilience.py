@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -142,6 +143,33 @@ def test_a_job_that_keeps_failing_is_kept_as_failed_with_its_error(bot: BotUnder
     assert bot.send_issue("opened", issue, delivery_id="f-1").status_code == 200
     wait_for(lambda: bot.job_status("f-1") == "done", what="the redelivered job")
     assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+
+
+def test_a_defect_of_ours_is_retried_with_its_traceback_not_called_a_malformed_payload(
+    bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A KeyError raised by our own code was reported as "malformed issues payload" and the job
+    failed for good at once, with no traceback to find the defect by."""
+    labeler = bot.services.handlers.labeler
+    label = labeler.label
+    raised: list[str] = []
+
+    def defective_once(*args: Any, **kwargs: Any) -> Any:
+        if not raised:
+            raised.append("once")
+            raise KeyError("scores")
+        return label(*args, **kwargs)
+
+    monkeypatch.setattr(labeler, "label", defective_once)
+    caplog.set_level(logging.WARNING, logger="bot.worker")
+    issue = bot.open_issue()
+    bot.send_issue("opened", issue, delivery_id="defect-1")
+    wait_for(lambda: bot.job_status("defect-1") == "done", what="the job retried after the defect")
+    assert bot.labels_on(issue["number"]) == ["bug", "documentation"]
+    (record,) = [r for r in caplog.records if "defect-1" in r.getMessage()]
+    assert "failed, will retry: KeyError: 'scores'" in record.getMessage()
+    assert "malformed" not in record.getMessage()
+    assert record.exc_info is not None and "defective_once" in caplog.text  # where it happened
 
 
 def test_a_write_github_refuses_for_good_fails_at_once_but_a_rate_limit_is_retried(bot: BotUnderTest) -> None:
