@@ -16,6 +16,7 @@ from pathlib import Path
 from training.allocator import keep_freed_memory
 from training.config import TrainingConfig
 from training.dataset import DatasetConfig, DatasetError, build_dataset, format_manifest
+from training.fetch import FetchError
 from training.jsonl_import import import_jsonl
 from training.logs import configure_logging
 from training.refresh import RefreshError, recorded_refresh, summary_table
@@ -123,7 +124,7 @@ def _train_demo(settings: Settings, store: Store, data: Path) -> int:
             from_jsonl=[data],
             reason="quickstart",
         )
-    except (RefreshError, DatasetError, RefreshBusy) as exc:
+    except (RefreshError, DatasetError, FetchError, RefreshBusy) as exc:  # FetchError: a JSONL without it
         log.error("training the demo bundle failed: %s", exc)
         return 1
     print(summary_table(result))  # noqa: T201

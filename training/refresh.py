@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sqlalchemy import select
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from training import baselines
@@ -35,7 +36,13 @@ from training.config import ConfigError, TrainingConfig, resolve_base_model
 from training.dataset import DatasetConfig, DatasetError, IssueDataset, build_dataset
 from training.distill import distill_dataset
 from training.export import export_onnx, quantize_as_configured
-from training.fetch import FetchError, fetch_repository, follow_github_rename, models_follow_rename
+from training.fetch import (
+    FetchError,
+    UnknownRepository,
+    fetch_repository,
+    follow_github_rename,
+    models_follow_rename,
+)
 from training.finetune import finetune, predict_probabilities
 from training.github_client import GitHubAuthError, GitHubClients
 from training.jsonl_import import import_jsonl
@@ -65,8 +72,8 @@ from training.refresh_runs import (
 from training.registry import Registry
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
-from training.store.models import Repository
-from training.store.upserts import get_repository, label_node_ids
+from training.store.models import Issue, Repository
+from training.store.upserts import forget_repository, get_repository, label_node_ids
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +259,7 @@ def run_refresh(
                 others |= report.other_repositories
             if not found:
                 held = sorted(others)
-                raise RefreshError(
+                raise UnknownRepository(
                     f"{', '.join(map(str, from_jsonl))} holds no issue of {repo}"
                     + (f" (it holds {', '.join(held[:5])}{' ...' if len(held) > 5 else ''})" if held else "")
                 )
@@ -480,6 +487,7 @@ def recorded_refresh(
     its reason and raised again.
     """
     clients = None
+    new_here = _not_stored(store, repo)
     if not from_jsonl and _unknown_to_github_yet(store, repo):
         clients = _follow_rename_first(settings, store, repo, registry)
     runs = RefreshRuns(store, lock_hours=settings.refresh_lock_hours)
@@ -508,6 +516,8 @@ def recorded_refresh(
             )
     except BaseException as exc:
         runs.finish(started, status=FAILED, outcome=str(exc) or type(exc).__name__)
+        if new_here and isinstance(exc, UnknownRepository):
+            _forget_if_nothing_arrived(store, repo)
         raise
     finally:
         if clients is not None:
@@ -522,6 +532,24 @@ def recorded_refresh(
         metrics={"micro_f1": test["micro_f1"], "macro_f1": test["macro_f1"]},  # type: ignore[index]
     )
     return result
+
+
+def _not_stored(store: Store, repo: str) -> bool:
+    with store.session() as session:
+        return get_repository(session, repo) is None
+
+
+def _forget_if_nothing_arrived(store: Store, repo: str) -> None:
+    """A refresh of a name neither GitHub nor the JSONL knows (a typo) created the repository
+    only to record its failure; kept, the bot would list it and retrain it on schedule."""
+    with store.session() as session:
+        repository = get_repository(session, repo)
+        if repository is None or session.scalar(
+            select(Issue.id).where(Issue.repository_id == repository.id).limit(1)
+        ):
+            return
+        forget_repository(session, repo)
+    log.warning("%s: not kept in the store, as no issue of it was found", repo)
 
 
 def _unknown_to_github_yet(store: Store, repo: str) -> bool:

@@ -28,6 +28,7 @@ from training.classifier import load_classifier
 from training.config import PACKAGED_MODEL, TrainingConfig, resolve_base_model
 from training.distill import keep_layers, shallow_copy
 from training.export import export_onnx, quantize_int8
+from training.fetch import UnknownRepository
 from training.finetune import finetune, predict_probabilities
 from training.precision import training_precision
 from training.refresh import (
@@ -374,7 +375,7 @@ def test_a_jsonl_without_the_repositorys_issues_fails_the_refresh_naming_what_it
     store = Store(small_settings.database_url)
     try:
         with pytest.raises(
-            RefreshError, match=f"{slice_path} holds no issue of other/none \\(it holds {REPO}\\)"
+            UnknownRepository, match=f"{slice_path} holds no issue of other/none \\(it holds {REPO}\\)"
         ):
             run_refresh(
                 small_settings,

@@ -20,19 +20,19 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.conftest import make_settings
+from tests.conftest import SHARED_DATA, make_settings
 from tests.fakegithub.seed import seed_from_jsonl
 from tests.fakegithub.server import FakeGitHub, Fault
 from tests.training.test_refresh import REPO, TINY, _refresh, slice_path, small_settings  # noqa: F401
 from training import refresh
-from training.fetch import FetchError
+from training.fetch import FetchError, UnknownRepository
 from training.refresh import RefreshError, recorded_refresh
 from training.refresh_runs import RefreshRuns
 from training.registry import Registry
 from training.settings import Settings
 from training.store import Store
 from training.store.models import Repository
-from training.store.upserts import follow_rename, forget_repository, get_repository
+from training.store.upserts import ensure_repository, follow_rename, forget_repository, get_repository
 
 NEW_NAME = "scikit-learn/scikit-learn-renamed"
 GITHUB_ID = 25111
@@ -247,5 +247,44 @@ def test_a_refresh_by_the_new_name_after_a_rename_continues_the_repositorys_hist
             assert session.scalars(select(Repository.full_name)).all() == [NEW_NAME]
         history = RefreshRuns(store, lock_hours=1).history(NEW_NAME)
         assert [row["version"] for row in history] == [second.version, first.version]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("source", ["github", "jsonl"])
+def test_a_refresh_of_a_name_nobody_knows_leaves_no_repository_behind(
+    tmp_path: Path,
+    fake_github: FakeGitHub,
+    slice_path: Path,  # noqa: F811
+    source: str,
+) -> None:
+    """A typo in ``--repo`` recorded its failed run, and so created the repository: the bot then
+    listed it ("no bundle") and retrained it on schedule, failing every time."""
+    seed_from_jsonl(fake_github, slice_path, REPO)
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        github_api_url=fake_github.base_url,
+        registry_dir=tmp_path / "models",
+    )
+    typo = "scikit-learn/scikit-lern"
+    from_jsonl = [slice_path] if source == "jsonl" else None
+    registry = Registry(settings.registry_dir)
+    store = Store(settings.database_url)
+    try:
+        with pytest.raises(UnknownRepository, match=typo):
+            recorded_refresh(settings, store, typo, TINY, registry=registry, from_jsonl=from_jsonl)
+        with store.session() as session:
+            assert get_repository(session, typo) is None
+        assert RefreshRuns(store, lock_hours=1).history(typo) == []
+        assert not registry.repo_dir(typo).exists()
+        if source == "jsonl":  # a stored repository the file lacks keeps its history
+            with store.session() as session:
+                ensure_repository(session, REPO)
+            rails = SHARED_DATA / "rails_small" / "issues.jsonl"
+            with pytest.raises(UnknownRepository, match=f"holds no issue of {REPO}"):
+                recorded_refresh(settings, store, REPO, TINY, registry=registry, from_jsonl=[rails])
+            with store.session() as session:
+                assert get_repository(session, REPO) is not None
+            assert [r["status"] for r in RefreshRuns(store, lock_hours=1).history(REPO)] == ["failed"]
     finally:
         store.close()
