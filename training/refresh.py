@@ -653,7 +653,10 @@ def main(argv: list[str] | None = None) -> int:
         "--repo", type=repository_argument, metavar="OWNER/NAME", help="the repository to retrain"
     )
     parser.add_argument(
-        "--history", metavar="OWNER/NAME", help="print the repository's refresh history and exit"
+        "--history",
+        type=repository_argument,
+        metavar="OWNER/NAME",
+        help="print the repository's refresh history and exit",
     )
     parser.add_argument(
         "--from-jsonl",

@@ -389,16 +389,17 @@ def test_a_jsonl_without_the_repositorys_issues_fails_the_refresh_naming_what_it
         store.close()
 
 
-def test_refresh_cli_refuses_a_repository_that_is_not_owner_slash_name(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["--repo", "--history"])  # --history printed "no refresh recorded"
+def test_refresh_cli_refuses_a_repository_that_is_not_owner_slash_name(tmp_path: Path, option: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "training.refresh", "--repo", "../models"],
+        [sys.executable, "-m", "training.refresh", option, "../models"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
     )
     assert result.returncode == 2
     assert (
-        "argument --repo: expected OWNER/NAME (e.g. scikit-learn/scikit-learn), got '../models'"
+        f"argument {option}: expected OWNER/NAME (e.g. scikit-learn/scikit-learn), got '../models'"
         in result.stderr
     )
 
