@@ -19,7 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from bot import feedback, signature
@@ -99,6 +100,20 @@ def create_app(services: BotServices) -> FastAPI:
         ]
         log.info("%s %s refused (422): %s", request.method, request.url.path, problems)
         return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """The store down or locked while /status or /admin reads it: a passing condition, said
+        as one, instead of a 500 and a traceback."""
+        log.error(
+            "%s %s answered 503, the store failed: %s",
+            request.method,
+            request.url.path,
+            exc.__class__.__name__ + ": " + str(getattr(exc, "orig", None) or exc),
+        )
+        return JSONResponse({"error": "the store is unavailable; try again later"}, status_code=503)
 
     def require_token(authorization: str | None) -> None:
         if settings.api_token is None:

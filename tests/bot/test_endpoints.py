@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
+import pytest
+from sqlalchemy import event
 
 from tests.bot.conftest import REPO, BotUnderTest
 from tests.bot.helpers import API_TOKEN, wait_for
@@ -91,3 +94,29 @@ def test_health_readiness_and_metrics(bot: BotUnderTest) -> None:
             f'issue_labeler_jobs_in_store{{status="{job_status}"}} {float(in_store.get(job_status, 0))}'
             in text
         )
+
+
+def test_status_and_admin_answer_503_while_the_store_is_down(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """They answered 500 with a traceback: a store outage read as a defect of the bot."""
+
+    def down(conn, cursor, statement, parameters, context, executemany):
+        raise conn.dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    engine = bot.services.store.engine
+    event.listen(engine, "before_cursor_execute", down)
+    try:
+        with caplog.at_level(logging.ERROR, logger="bot.app"):
+            answers = [
+                bot.deliver.client.get("/status", headers=auth),
+                bot.deliver.client.post("/admin/refresh", headers=auth, json={"repository": REPO}),
+            ]
+    finally:
+        event.remove(engine, "before_cursor_execute", down)
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json() == {"error": "the store is unavailable; try again later"}
+    assert "GET /status answered 503, the store failed: OperationalError" in caplog.text
+    assert bot.deliver.client.get("/status", headers=auth).status_code == 200  # back
