@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from training import baselines
@@ -72,8 +72,8 @@ from training.refresh_runs import (
 from training.registry import Registry
 from training.settings import Settings, SettingsError, load_settings
 from training.store import Store, StoreUnavailable
-from training.store.models import Issue, Repository
-from training.store.upserts import forget_repository, get_repository, label_node_ids
+from training.store.models import Installation, Issue, Repository
+from training.store.upserts import get_repository, label_node_ids
 
 log = logging.getLogger(__name__)
 
@@ -544,11 +544,13 @@ def _forget_if_nothing_arrived(store: Store, repo: str) -> None:
     only to record its failure; kept, the bot would list it and retrain it on schedule."""
     with store.session() as session:
         repository = get_repository(session, repo)
-        if repository is None or session.scalar(
-            select(Issue.id).where(Issue.repository_id == repository.id).limit(1)
-        ):
+        if repository is None:
             return
-        forget_repository(session, repo)
+        for arrived in (Issue.repository_id, Installation.repository_id):  # meanwhile, by webhook
+            if session.scalar(select(arrived).where(arrived == repository.id).limit(1)) is not None:
+                return
+        # its failed run and lock go with it (DB cascades); webhook jobs are left to run
+        session.execute(delete(Repository).where(Repository.id == repository.id))
     log.warning("%s: not kept in the store, as no issue of it was found", repo)
 
 

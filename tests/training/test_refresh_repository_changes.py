@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import SHARED_DATA, make_settings
@@ -31,8 +31,8 @@ from training.refresh_runs import RefreshRuns
 from training.registry import Registry
 from training.settings import Settings
 from training.store import Store
-from training.store.models import Repository
-from training.store.upserts import ensure_repository, follow_rename, forget_repository, get_repository
+from training.store.models import Installation, RefreshRun, Repository
+from training.store.upserts import ensure_repository, follow_rename, forget_repository, get_repository, now
 
 NEW_NAME = "scikit-learn/scikit-learn-renamed"
 GITHUB_ID = 25111
@@ -275,6 +275,7 @@ def test_a_refresh_of_a_name_nobody_knows_leaves_no_repository_behind(
             recorded_refresh(settings, store, typo, TINY, registry=registry, from_jsonl=from_jsonl)
         with store.session() as session:
             assert get_repository(session, typo) is None
+            assert session.scalar(select(func.count()).select_from(RefreshRun)) == 0
         assert RefreshRuns(store, lock_hours=1).history(typo) == []
         assert not registry.repo_dir(typo).exists()
         if source == "jsonl":  # a stored repository the file lacks keeps its history
@@ -286,5 +287,23 @@ def test_a_refresh_of_a_name_nobody_knows_leaves_no_repository_behind(
             with store.session() as session:
                 assert get_repository(session, REPO) is not None
             assert [r["status"] for r in RefreshRuns(store, lock_hours=1).history(REPO)] == ["failed"]
+    finally:
+        store.close()
+
+
+def test_a_repository_that_an_installation_reached_meanwhile_is_kept(tmp_path: Path) -> None:
+    """The failed refresh made the row, then the App was installed there before it failed:
+    deleting the row would have lost the installation."""
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        with store.session() as session:
+            repository = ensure_repository(session, "octo-org/new-repo")
+            session.add(
+                Installation(repository_id=repository.id, installation_id=7, active=True, updated_at=now())
+            )
+        refresh._forget_if_nothing_arrived(store, "octo-org/new-repo")
+        with store.session() as session:
+            assert get_repository(session, "octo-org/new-repo") is not None
+            assert session.get(Installation, repository.id) is not None
     finally:
         store.close()
