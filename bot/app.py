@@ -17,7 +17,7 @@ from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -76,6 +76,12 @@ class PredictRequest(BaseModel):
     repository: RepositoryName = Field(description="owner/name whose bundle in service scores the issue")
     title: str = Field(max_length=GITHUB_TITLE_MAX)
     body: str = Field(default="", max_length=GITHUB_BODY_MAX)
+
+    @field_validator("body", mode="before")
+    @classmethod
+    def _no_body(cls, value: object) -> object:
+        """GitHub's own issue JSON has ``"body": null`` for an empty body: pasted as it is."""
+        return "" if value is None else value
 
 
 def create_app(services: BotServices) -> FastAPI:
@@ -229,12 +235,13 @@ def create_app(services: BotServices) -> FastAPI:
         request: PredictRequest, authorization: str | None = Header(default=None)
     ) -> dict[str, object]:
         require_token(authorization)
-        bundle = services.models.get(request.repository)
+        repository = _served_name(request.repository)
+        bundle = services.models.get(repository)
         if bundle is None:
             raise HTTPException(404, f"{request.repository} has no model bundle in service")
         predictions = bundle.predict(request.title, request.body)
         return {
-            "repository": request.repository,
+            "repository": repository,
             "bundle": bundle.version,
             "labels": [p.label for p in predictions if p.applied],
             "scores": [
@@ -247,6 +254,13 @@ def create_app(services: BotServices) -> FastAPI:
                 for p in predictions
             ],
         }
+
+    def _served_name(name: str) -> str:
+        """GitHub reads OWNER/NAME in any case; the registry knows it as GitHub spells it."""
+        served = services.models.versions()
+        if name in served:
+            return name
+        return next((known for known in served if known.lower() == name.lower()), name)
 
     @app.post("/admin/refresh", status_code=202, max_body_size=ADMIN_MAX_BYTES)
     def admin_refresh(

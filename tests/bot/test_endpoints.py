@@ -32,6 +32,12 @@ def test_predict_needs_the_api_token_and_scores_an_issue(bot: BotUnderTest) -> N
         "/predict", json=body | {"repository": "no/such"}, headers={"Authorization": f"Bearer {API_TOKEN}"}
     )
     assert unknown.status_code == 404
+    # as GitHub's issue JSON has it (was 422), and the name in another case, as GitHub reads it (was 404)
+    for pasted in ({"body": None}, {"repository": REPO.upper()}):
+        again = bot.deliver.client.post(
+            "/predict", json=body | pasted, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+        assert again.status_code == 200 and again.json()["repository"] == REPO, again.text
     longer = body | {"body": "x" * 65_537}  # than GitHub lets an issue body be
     refused = bot.deliver.client.post(
         "/predict", json=longer, headers={"Authorization": f"Bearer {API_TOKEN}"}
