@@ -269,9 +269,11 @@ def create_app(services: BotServices) -> FastAPI:
         require_token(authorization)
         request = request or RefreshRequestBody()
         installed = services.handlers.installed_repositories()
-        if request.repository is not None and request.repository not in installed:
-            raise HTTPException(404, f"{request.repository} is not a repository the App is installed on")
-        repos = [request.repository] if request.repository else installed
+        repos = installed
+        if request.repository is not None:
+            repos = [known for known in installed if known.lower() == request.repository.lower()]
+            if not repos:
+                raise HTTPException(404, f"{request.repository} is not a repository the App is installed on")
         for repo in repos:
             services.retrainer.on_demand(repo, request.reason)
         log.info("refresh requested through the API for %s", ", ".join(repos) or "no repository")

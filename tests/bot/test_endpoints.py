@@ -126,3 +126,17 @@ def test_status_and_admin_answer_503_while_the_store_is_down(
         assert answer.json() == {"error": "the store is unavailable; try again later"}
     assert "GET /status answered 503, the store failed: OperationalError" in caplog.text
     assert bot.deliver.client.get("/status", headers=auth).status_code == 200  # back
+
+
+def test_admin_refresh_reads_the_repository_name_in_any_case(
+    bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As GitHub does; the refresh runs under the name the store knows (was 404)."""
+    asked: list[str] = []
+    monkeypatch.setattr(bot.services.retrainer, "on_demand", lambda repo, reason: asked.append(repo))
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    answer = bot.deliver.client.post("/admin/refresh", headers=auth, json={"repository": REPO.upper()})
+    assert answer.status_code == 202 and answer.json()["started"] == [REPO], answer.text
+    assert asked == [REPO]
+    other = bot.deliver.client.post("/admin/refresh", headers=auth, json={"repository": "no/such"})
+    assert other.status_code == 404 and asked == [REPO]
