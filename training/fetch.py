@@ -151,8 +151,9 @@ def fetch_repository(
 ) -> FetchReport:
     """Bring the store up to date with one repository (``reconcile``: and drop what GitHub no
     longer has)."""
-    report = FetchReport(repo=full_name)
     gh_repo = _github_repo(github, full_name)
+    full_name = github_spelling(full_name, gh_repo)
+    report = FetchReport(repo=full_name)
     with store.session() as session:
         report.renamed_from = follow_rename(session, full_name, gh_repo.id)
         repository = ensure_repository(session, full_name, github_id=gh_repo.id, node_id=gh_repo.node_id)
@@ -200,13 +201,23 @@ def _github_repo(github: Github, full_name: str) -> GhRepository:
         raise FetchError(f"{full_name}: GitHub could not be reached: {exc}") from None
 
 
-def follow_github_rename(store: Store, github: Github, full_name: str) -> str | None:
+def github_spelling(given: str, gh_repo: GhRepository) -> str:
+    """GitHub reads OWNER/NAME in any case and answers with the name as spelled there; the
+    store, the registry and every webhook use that spelling, so a name typed in another case
+    must not become a second spelling (or a rename) of the same repository."""
+    spelled = gh_repo.full_name
+    return spelled if isinstance(spelled, str) and spelled.lower() == given.lower() else given
+
+
+def follow_github_rename(store: Store, github: Github, full_name: str) -> tuple[str, str | None]:
     """Ask GitHub for the repository's id and, if the store knows that id under another name
-    (renamed or transferred since), give the stored history the new name. The old name is
-    returned (None: no rename). Run before anything creates a row under the new name."""
+    (renamed or transferred since), give the stored history the new name. Returned: the name as
+    GitHub spells it, and the old name (None: no rename). Run before anything creates a row
+    under the new name."""
     gh_repo = _github_repo(github, full_name)
+    full_name = github_spelling(full_name, gh_repo)
     with store.session() as session:
-        return follow_rename(session, full_name, gh_repo.id)
+        return full_name, follow_rename(session, full_name, gh_repo.id)
 
 
 def _record_error(store: Store, full_name: str, message: str) -> None:

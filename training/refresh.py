@@ -487,9 +487,9 @@ def recorded_refresh(
     its reason and raised again.
     """
     clients = None
-    new_here = _not_stored(store, repo)
     if not from_jsonl and _unknown_to_github_yet(store, repo):
-        clients = _follow_rename_first(settings, store, repo, registry)
+        clients, repo = _follow_rename_first(settings, store, repo, registry)
+    new_here = _not_stored(store, repo)
     runs = RefreshRuns(store, lock_hours=settings.refresh_lock_hours)
     try:
         started = runs.start(repo, trigger=trigger, reason=reason, slot=slot)
@@ -563,23 +563,26 @@ def _unknown_to_github_yet(store: Store, repo: str) -> bool:
 
 def _follow_rename_first(
     settings: Settings, store: Store, repo: str, registry: Registry
-) -> GitHubClients | None:
+) -> tuple[GitHubClients | None, str]:
     """Before the refresh lock creates a row under a name the store does not know, ask GitHub
     whether it is a stored repository renamed while no bot ran; its history and models follow.
+    Returned with the clients: the name as GitHub spells it (``--repo`` may differ in case).
 
     Where GitHub cannot answer now, the refresh goes on and its fetch reports the failure."""
     try:
         clients = GitHubClients(settings)
     except GitHubAuthError:
-        return None
+        return None, repo
     try:
-        old = follow_github_rename(store, clients.for_repository(repo), repo)
+        spelled, old = follow_github_rename(store, clients.for_repository(repo), repo)
     except (FetchError, GitHubAuthError) as exc:
         log.warning("%s: could not ask GitHub whether it was renamed (%s)", repo, exc)
-        return clients
+        return clients, repo
+    if spelled != repo:
+        log.info("%s: GitHub spells it %s; refreshing under that name", repo, spelled)
     if old is not None:
-        models_follow_rename(registry, old, repo)
-    return clients
+        models_follow_rename(registry, old, spelled)
+    return clients, spelled
 
 
 def _gate(

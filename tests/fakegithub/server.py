@@ -428,7 +428,12 @@ class FakeGitHub:
         return None
 
     def _repo(self, owner: str, name: str) -> FakeRepo | None:
-        return self.repos.get(f"{owner}/{name}")
+        """As GitHub: OWNER/NAME in any case; the answers spell it as the repository does."""
+        wanted = f"{owner}/{name}"
+        found = self.repos.get(wanted)
+        if found is None:
+            found = next((r for key, r in self.repos.items() if key.lower() == wanted.lower()), None)
+        return found
 
     def _get_rate_limit(self, query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
         _, headers = self._take_rate()

@@ -143,6 +143,20 @@ def test_fetch_under_a_repositorys_new_name_continues_its_history(
         assert session.scalar(select(func.count()).select_from(Issue)) == len(rails.issues)
 
 
+def test_a_name_typed_in_another_case_is_the_same_repository_spelled_as_github_does(
+    store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
+) -> None:
+    """GitHub reads OWNER/NAME in any case: ``--repo Rails/Rails`` renamed the stored rails/rails
+    to Rails/Rails (or, on a first fetch, stored it so), which the webhooks then renamed back."""
+    first = _fetch(store, settings)
+    typed = "Rails/RAILS"
+    report = fetch_repository(store, GitHubClients(settings).for_repository(typed), typed, settings=settings)
+    assert report.repo == REPO and report.renamed_from is None
+    assert report.counts[Outcome.NEW] == 0 and first.counts[Outcome.NEW] == len(rails.issues)
+    with store.session() as session:
+        assert session.scalars(select(Repository.full_name)).all() == [REPO]
+
+
 def test_a_row_made_under_the_new_name_before_the_rename_was_known_gives_way(
     store: Store, settings: Settings, rails: FakeRepo, fake_github: FakeGitHub
 ) -> None:

@@ -307,3 +307,31 @@ def test_a_repository_that_an_installation_reached_meanwhile_is_kept(tmp_path: P
             assert session.get(Installation, repository.id) is not None
     finally:
         store.close()
+
+
+def test_a_refresh_by_a_name_in_another_case_runs_under_githubs_spelling(
+    tmp_path: Path,
+    fake_github: FakeGitHub,
+    slice_path: Path,  # noqa: F811
+) -> None:
+    """The history, the store and the registry stay under the name every webhook uses."""
+    seed_from_jsonl(fake_github, slice_path, REPO)
+    settings = make_settings(
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        github_api_url=fake_github.base_url,
+        registry_dir=tmp_path / "models",
+        min_label_examples=5,
+        exclude_template_labels=False,
+    )
+    config = TINY.model_copy(update={"quantize": False})
+    registry = Registry(settings.registry_dir)
+    store = Store(settings.database_url)
+    try:
+        result = recorded_refresh(settings, store, REPO.upper(), config, registry=registry)
+        assert registry.current_version(REPO) == result.version
+        assert [p.name for p in registry.root.iterdir()] == [registry.repo_dir(REPO).name]
+        with store.session() as session:
+            assert session.scalars(select(Repository.full_name)).all() == [REPO]
+        assert [r["version"] for r in RefreshRuns(store, lock_hours=1).history(REPO)] == [result.version]
+    finally:
+        store.close()
