@@ -206,6 +206,18 @@ def test_a_refresh_that_fails_before_training_is_recorded_failed_and_frees_the_l
     assert [run["status"] for run in history] == ["failed", "failed"]
 
 
+def _fetching_settings(tmp_path: Path, fake_github: FakeGitHub) -> Settings:
+    """The test's own store and registry, fetching from the fake GitHub; 80 issues hold few
+    hand-applied labels with 10 examples, so the form labels are learned too, from 5."""
+    return make_settings(
+        database_url=f"sqlite:///{tmp_path / 'store.db'}",
+        github_api_url=fake_github.base_url,
+        registry_dir=tmp_path / "models",
+        min_label_examples=5,
+        exclude_template_labels=False,
+    )
+
+
 @pytest.mark.parametrize("github_down_first", [False, True], ids=["github-up", "github-down-at-first"])
 def test_a_refresh_by_the_new_name_after_a_rename_continues_the_repositorys_history(
     tmp_path: Path,
@@ -217,13 +229,7 @@ def test_a_refresh_by_the_new_name_after_a_rename_continues_the_repositorys_hist
     and the registry folder by the repository's GitHub id instead of starting a second repository;
     also when a first try under the new name could not reach GitHub and left an empty row."""
     served = seed_from_jsonl(fake_github, slice_path, REPO)
-    settings = make_settings(
-        database_url=f"sqlite:///{tmp_path / 'store.db'}",
-        github_api_url=fake_github.base_url,
-        registry_dir=tmp_path / "models",
-        min_label_examples=5,
-        exclude_template_labels=False,
-    )
+    settings = _fetching_settings(tmp_path, fake_github)
     config = TINY.model_copy(update={"quantize": False})
     registry = Registry(settings.registry_dir)
     store = Store(settings.database_url)
@@ -261,11 +267,7 @@ def test_a_refresh_of_a_name_nobody_knows_leaves_no_repository_behind(
     """A typo in ``--repo`` recorded its failed run, and so created the repository: the bot then
     listed it ("no bundle") and retrained it on schedule, failing every time."""
     seed_from_jsonl(fake_github, slice_path, REPO)
-    settings = make_settings(
-        database_url=f"sqlite:///{tmp_path / 'store.db'}",
-        github_api_url=fake_github.base_url,
-        registry_dir=tmp_path / "models",
-    )
+    settings = _fetching_settings(tmp_path, fake_github)
     typo = "scikit-learn/scikit-lern"
     from_jsonl = [slice_path] if source == "jsonl" else None
     registry = Registry(settings.registry_dir)
@@ -316,13 +318,7 @@ def test_a_refresh_by_a_name_in_another_case_runs_under_githubs_spelling(
 ) -> None:
     """The history, the store and the registry stay under the name every webhook uses."""
     seed_from_jsonl(fake_github, slice_path, REPO)
-    settings = make_settings(
-        database_url=f"sqlite:///{tmp_path / 'store.db'}",
-        github_api_url=fake_github.base_url,
-        registry_dir=tmp_path / "models",
-        min_label_examples=5,
-        exclude_template_labels=False,
-    )
+    settings = _fetching_settings(tmp_path, fake_github)
     config = TINY.model_copy(update={"quantize": False})
     registry = Registry(settings.registry_dir)
     store = Store(settings.database_url)
