@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qs
 
@@ -82,6 +82,11 @@ class PredictRequest(BaseModel):
     def _no_body(cls, value: object) -> object:
         """GitHub's own issue JSON has ``"body": null`` for an empty body: pasted as it is."""
         return "" if value is None else value
+
+
+def _known_spelling(name: str, known: Iterable[str]) -> str | None:
+    """GitHub reads OWNER/NAME in any case; the store and the registry spell it as GitHub does."""
+    return next((spelled for spelled in known if spelled.lower() == name.lower()), None)
 
 
 def create_app(services: BotServices) -> FastAPI:
@@ -235,7 +240,7 @@ def create_app(services: BotServices) -> FastAPI:
         request: PredictRequest, authorization: str | None = Header(default=None)
     ) -> dict[str, object]:
         require_token(authorization)
-        repository = _served_name(request.repository)
+        repository = _known_spelling(request.repository, services.models.versions()) or request.repository
         bundle = services.models.get(repository)
         if bundle is None:
             raise HTTPException(404, f"{request.repository} has no model bundle in service")
@@ -255,25 +260,18 @@ def create_app(services: BotServices) -> FastAPI:
             ],
         }
 
-    def _served_name(name: str) -> str:
-        """GitHub reads OWNER/NAME in any case; the registry knows it as GitHub spells it."""
-        served = services.models.versions()
-        if name in served:
-            return name
-        return next((known for known in served if known.lower() == name.lower()), name)
-
     @app.post("/admin/refresh", status_code=202, max_body_size=ADMIN_MAX_BYTES)
     def admin_refresh(
         request: RefreshRequestBody | None = None, authorization: str | None = Header(default=None)
     ) -> dict[str, object]:
         require_token(authorization)
         request = request or RefreshRequestBody()
-        installed = services.handlers.installed_repositories()
-        repos = installed
+        repos = services.handlers.installed_repositories()
         if request.repository is not None:
-            repos = [known for known in installed if known.lower() == request.repository.lower()]
-            if not repos:
+            spelled = _known_spelling(request.repository, repos)
+            if spelled is None:
                 raise HTTPException(404, f"{request.repository} is not a repository the App is installed on")
+            repos = [spelled]
         for repo in repos:
             services.retrainer.on_demand(repo, request.reason)
         log.info("refresh requested through the API for %s", ", ".join(repos) or "no repository")
