@@ -80,9 +80,8 @@ def migrate(engine: Engine) -> None:
             f"cannot open the store at {engine.url.render_as_string(hide_password=True)}: "
             f"{exc.orig}. Check ISSUE_LABELER_DATABASE_URL and that the database server is running."
         ) from None
-    except (
-        DatabaseError
-    ) as exc:  # reached, but not a database this bot can use: a file of another kind, no rights
+    # reached, but not a database this bot can use: a file of another kind, no rights
+    except DatabaseError as exc:
         raise StoreUnavailable(
             f"cannot use the store at {engine.url.render_as_string(hide_password=True)}: {exc.orig}. "
             "Check that ISSUE_LABELER_DATABASE_URL names this bot's database (a new, empty one is set up) "
